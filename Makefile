@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:  `make run` (the main job)  and  `make test`.
+# Both create .venv and install what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch first, pinned, so pip keeps this build instead of fetching a CUDA one
+	$(BIN)/pip install "torch==2.13.0"
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/evonorm-search zoo
+	$(BIN)/evonorm-search export evonorm_s0 --format py -o out/EvoNormS0.py
+	$(BIN)/evonorm-search export evonorm_b0 --format export -o out/EvoNormB0.pt2
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.layer_speed
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,387 @@
+"""Graph -> the source of a standalone PyTorch module.
+
+The same source is what `primitives.compile` executes and what
+`primitives.export` writes to a `.py` file, so a compiled layer and its
+exported file are one piece of code. The source imports only torch, defines
+only the helpers the graph uses, and its `forward` reads like the formula:
+nodes used once are inlined, nodes used more than once become local
+variables.
+
+Layouts (how each axis set maps onto a tensor):
+
+nchw, images (N, C, H, W):
+    batch     over (N, H, W) per channel; running estimates in eval mode
+    instance  over (H, W) per sample and channel
+    group     over (C/g, H, W) per sample and channel group
+    layer     over (C, H, W) per sample
+
+tokens, sequences (B, T, C), safe for causal models -- no statistic lets a
+position see a later position of its own sequence:
+    batch     over B only, per position and channel (samples at the same
+              position); running per-channel estimates in eval mode
+    instance  over positions 1..t of the same sequence (a causal prefix),
+              per channel
+    group     over C/g channels of one token
+    layer     over the C channels of one token (LayerNorm / RMSNorm)
+
+Running statistics of batch aggregations follow the public EvoNorm code
+(timm): `running = (1 - m) * running + m * stat`, m = 0.1, variances with the
+unbiased correction n / (n - 1), running variance and second moment start
+at 1 and running mean at 0; eval mode uses the running value.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+
+from primitives.canonical import canonicalize, structural_hash
+from primitives.formula import formula
+from primitives.graph import Graph
+from primitives.ops import (
+    DIV_EPS,
+    EXP_MAX,
+    INPUT_NAMES,
+    LOG_EPS,
+    NUM_INPUTS,
+    PREC_ADD,
+    PREC_ATOM,
+    PREC_MUL,
+    PREC_UNARY,
+    SQRT_EPS,
+    ZERO,
+    Axes,
+    Stat,
+    get_op,
+)
+
+LAYOUTS = ("nchw", "tokens")
+
+_ELEMENTWISE_HELPERS = {
+    "safe_div": f'''
+def safe_div(a: Tensor, b: Tensor) -> Tensor:
+    # |b| raised to at least {DIV_EPS} keeping its sign (0 counts as +).
+    b = torch.where(b >= 0, b.clamp(min={DIV_EPS}), b.clamp(max=-{DIV_EPS}))
+    return a / b
+''',
+    "safe_exp": f'''
+def safe_exp(a: Tensor) -> Tensor:
+    return torch.exp(a.clamp(max={EXP_MAX}))
+''',
+    "signed_log": f'''
+def signed_log(a: Tensor) -> Tensor:
+    # sign(a) * ln|a|, with log(0) = 0
+    return torch.sign(a) * torch.log(a.abs().clamp(min={LOG_EPS}))
+''',
+    "signed_sqrt": f'''
+def signed_sqrt(a: Tensor) -> Tensor:
+    # sign(a) * sqrt|a|, with a finite gradient at 0
+    return torch.sign(a) * torch.sqrt(a.abs().clamp(min={SQRT_EPS}))
+''',
+}
+
+_NUM_GROUPS = '''
+def num_groups(channels: int, groups: int) -> int:
+    """The largest divisor of `channels` that is at most `groups`, so any width works."""
+    g = max(1, min(groups, channels))
+    while channels % g:
+        g -= 1
+    return g
+'''
+
+_PREFIX_COUNT = '''
+def prefix_count(x: Tensor) -> Tensor:
+    # 1, 2, ..., T shaped (1, T, 1): the number of positions seen so far
+    return torch.arange(1, x.size(1) + 1, device=x.device, dtype=x.dtype).view(1, -1, 1)
+'''
+
+# How each statistic is computed from `x` over `dims` (a str of python code).
+_STAT_EXPR = {
+    Stat.MEAN: "x.mean(dim={dims}, keepdim=True)",
+    Stat.STD: "torch.sqrt(x.var(dim={dims}, unbiased=False, keepdim=True) + eps)",
+    Stat.MOMENT2: "torch.square(x).mean(dim={dims}, keepdim=True)",
+    Stat.RMS: "torch.sqrt(torch.square(x).mean(dim={dims}, keepdim=True) + eps)",
+}
+_RUNNING_NAME = {Stat.MEAN: "running_mean", Stat.STD: "running_var",
+                 Stat.MOMENT2: "running_moment2", Stat.RMS: "running_moment2"}
+_RUNNING_INIT = {"running_mean": "zeros", "running_var": "ones", "running_moment2": "ones"}
+
+
+def _eps_arg(stat: Stat) -> str:
+    return ", eps: float" if stat in (Stat.STD, Stat.RMS) else ""
+
+
+def _batch_helper(stat: Stat, layout: str) -> str:
+    """A batch statistic with its running estimate (timm's EvoNorm-B update)."""
+    name = f"{stat}_batch"
+    raw = "x.mean" if stat is Stat.MEAN else ("x.var" if stat is Stat.STD else "torch.square(x).mean")
+    unbiased = ", unbiased=False" if stat is Stat.STD else ""
+    if layout == "nchw":
+        dims, per_channel, shape, count = "[0, 2, 3]", "s.flatten()", ".view(1, -1, 1, 1)", \
+            "x.numel() // x.size(1)"
+    else:
+        dims, per_channel, shape, count = "[0]", "s.mean(dim=[0, 1])", "", "x.size(0)"
+    correction = " * (n / max(n - 1, 1))" if stat is Stat.STD else ""
+    n_line = f"        n = {count}\n" if stat is Stat.STD else ""
+    finish = {Stat.MEAN: "{}", Stat.STD: "torch.sqrt({} + eps)", Stat.MOMENT2: "{}",
+              Stat.RMS: "torch.sqrt({} + eps)"}[stat]
+    return f'''
+def {name}(x: Tensor, running: Tensor, training: bool, momentum: float{_eps_arg(stat)}) -> Tensor:
+    if training:
+        s = {raw}(dim={dims}{unbiased}, keepdim=True)
+{n_line}        with torch.no_grad():
+            running.lerp_(({per_channel}{correction}).to(running.dtype), momentum)
+        return {finish.format("s")}
+    return {finish.format("running" + shape)}.to(x.dtype)
+'''
+
+
+def _aggregate_helper(stat: Stat, axes: Axes, layout: str) -> str:
+    name = f"{stat}_{axes}"
+    if axes is Axes.BATCH:
+        return _batch_helper(stat, layout)
+    if axes is Axes.GROUP:
+        lead, rest = ("n, c = x.shape[0], x.shape[1]", "(n, c, 1, 1)") if layout == "nchw" \
+            else ("b, t, c = x.shape[0], x.shape[1], x.shape[2]", "(b, t, c)")
+        grouped = "(n, groups, -1)" if layout == "nchw" else "(b, t, groups, -1)"
+        expand = "(n, groups, c // groups)" if layout == "nchw" else "(b, t, groups, c // groups)"
+        body = _STAT_EXPR[stat].format(dims="-1").replace("x.", "xg.").replace("(x)", "(xg)")
+        return f'''
+def {name}(x: Tensor, groups: int{_eps_arg(stat)}) -> Tensor:
+    {lead}
+    xg = x.reshape{grouped}
+    s = {body}
+    return s.expand{expand}.reshape{rest}
+'''
+    if axes is Axes.INSTANCE and layout == "tokens":
+        # causal prefix statistics over positions 1..t
+        m = "x.cumsum(1) / count"
+        m2 = "torch.square(x).cumsum(1) / count"
+        value = {
+            Stat.MEAN: m,
+            Stat.STD: f"torch.sqrt((({m2}) - torch.square({m})).clamp(min=0.0) + eps)",
+            Stat.MOMENT2: m2,
+            Stat.RMS: f"torch.sqrt({m2} + eps)",
+        }[stat]
+        return f'''
+def {name}(x: Tensor{_eps_arg(stat)}) -> Tensor:
+    count = prefix_count(x)
+    return {value}
+'''
+    dims = {("nchw", Axes.INSTANCE): "[2, 3]", ("nchw", Axes.LAYER): "[1, 2, 3]",
+            ("tokens", Axes.LAYER): "[-1]"}[(layout, axes)]
+    return f'''
+def {name}(x: Tensor{_eps_arg(stat)}) -> Tensor:
+    return {_STAT_EXPR[stat].format(dims=dims)}
+'''
+
+
+@dataclass(frozen=True)
+class _Plan:
+    graph: Graph                 # canonical
+    uses: Counter[int]
+    buffers: dict[int, str]      # batch-aggregation node id -> buffer name
+    names: dict[int, str]        # node id -> local variable, for nodes bound to one
+
+
+def _plan(graph: Graph) -> _Plan:
+    g = canonicalize(graph)
+    uses: Counter[int] = Counter()
+    for node in g.nodes:
+        uses.update(node.inputs)
+    batch_nodes = [i for i, n in enumerate(g.nodes, NUM_INPUTS) if get_op(n.op).batch_dependent]
+    base = {i: _RUNNING_NAME[get_op(g.node(i).op).stat] for i in batch_nodes}  # type: ignore[index]
+    counts = Counter(base.values())
+    seen: Counter[str] = Counter()
+    buffers = {}
+    for i in batch_nodes:
+        b = base[i]
+        buffers[i] = b if counts[b] == 1 else f"{b}_{seen[b]}"
+        seen[b] += 1
+    # Statistics and shared nodes get a local variable so forward reads like
+    # the formula: `batch_std = std_batch(x, ...)`, then `x / batch_std`.
+    names: dict[int, str] = {}
+    taken: Counter[str] = Counter()
+    for i, node in enumerate(g.nodes, NUM_INPUTS):
+        op = get_op(node.op)
+        if i == g.output or (op.stat is None and uses[i] < 2):
+            continue
+        stem = f"{op.axes}_{op.stat}" if op.stat is not None else "t"
+        taken[stem] += 1
+        names[i] = stem if op.stat is not None and taken[stem] == 1 else f"{stem}{taken[stem]}"
+    return _Plan(g, uses, buffers, names)
+
+
+def _safe_denominator(g: Graph, node_id: int) -> bool:
+    """True when the node is provably >= sqrt(eps) > 0, so a / b needs no guard."""
+    if node_id < NUM_INPUTS:
+        return False
+    node = g.node(node_id)
+    op = get_op(node.op)
+    if op.stat in (Stat.STD, Stat.RMS):
+        return True
+    return node.op == "max" and any(_safe_denominator(g, i) for i in node.inputs)
+
+
+class _Emitter:
+    def __init__(self, plan: _Plan, layout: str):
+        self.plan = plan
+        self.g = plan.graph
+        self.layout = layout
+        self.helpers: list[str] = []
+        self.uses_zero = False
+
+    def need(self, helper: str) -> None:
+        if helper not in self.helpers:
+            self.helpers.append(helper)
+
+    def name(self, node_id: int) -> str:
+        return self.plan.names[node_id]
+
+    def ref(self, node_id: int) -> tuple[str, int]:
+        """An expression for node_id: a name if it is bound, else inlined."""
+        if node_id < NUM_INPUTS:
+            atom = INPUT_NAMES[node_id]
+            if node_id == ZERO:
+                self.uses_zero = True
+            return atom, PREC_ATOM
+        if node_id in self.plan.names:
+            return self.name(node_id), PREC_ATOM
+        return self.expr(node_id)
+
+    def expr(self, node_id: int) -> tuple[str, int]:
+        node = self.g.node(node_id)
+        op = get_op(node.op)
+        ins = node.inputs
+        if op.stat is not None:
+            self.need(f"{op.stat}_{op.axes}")
+            if op.axes is Axes.INSTANCE and self.layout == "tokens":
+                self.need("prefix_count")
+            arg = self.ref(ins[0])[0]
+            extra = []
+            if op.axes is Axes.BATCH:
+                extra += [f"self.{self.plan.buffers[node_id]}", "self.training", "self.momentum"]
+            if op.axes is Axes.GROUP:
+                extra.append("self.groups")
+            if op.uses_eps:
+                extra.append("self.eps")
+            return f"{op.name}({', '.join([arg, *extra])})", PREC_ATOM
+        if node.op == "max" and ZERO in ins:
+            other = ins[1] if ins[0] == ZERO else ins[0]
+            if other != ZERO:
+                return f"torch.relu({self.ref(other)[0]})", PREC_ATOM
+        if node.op == "add":
+            if ZERO in ins and ins != (ZERO, ZERO):
+                return self.ref(ins[1] if ins[0] == ZERO else ins[0])
+            a, b = ins
+            for left, right in ((a, b), (b, a)):
+                if (right >= NUM_INPUTS and self.g.node(right).op == "neg"
+                        and right not in self.plan.names):
+                    l_text, _ = self.ref(left)
+                    r_text, rp = self.ref(self.g.node(right).inputs[0])
+                    return f"{l_text} - {_wrap(r_text, rp, PREC_ADD + 1)}", PREC_ADD
+            return f"{self.ref(a)[0]} + {self.ref(b)[0]}", PREC_ADD
+        if node.op in ("mul", "div"):
+            (lhs, lp), (rhs, rp) = self.ref(ins[0]), self.ref(ins[1])
+            if node.op == "div" and not _safe_denominator(self.g, ins[1]):
+                self.need("safe_div")
+                return f"safe_div({lhs}, {rhs})", PREC_ATOM
+            sym = "*" if node.op == "mul" else "/"
+            return f"{_wrap(lhs, lp, PREC_MUL)} {sym} {_wrap(rhs, rp, PREC_MUL + 1)}", PREC_MUL
+        if node.op == "neg":
+            arg, ap = self.ref(ins[0])
+            return f"-{_wrap(arg, ap, PREC_UNARY + 1)}", PREC_UNARY
+        for helper in ("safe_exp", "signed_log", "signed_sqrt"):
+            if op.code.startswith(helper):
+                self.need(helper)
+        return op.code.format(*(self.ref(i)[0] for i in ins)), PREC_ATOM
+
+
+def _wrap(text: str, prec: int, need: int) -> str:
+    return f"({text})" if prec < need else text
+
+
+def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "nchw",
+                  eps: float = 1e-5, title: str | None = None) -> str:
+    """The complete text of a standalone `.py` file defining `class_name`."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    plan = _plan(graph)
+    g = plan.graph
+    em = _Emitter(plan, layout)
+
+    body: list[str] = []
+    for node_id in range(NUM_INPUTS, g.output):
+        if node_id in plan.names:
+            body.append(f"        {em.name(node_id)} = {em.expr(node_id)[0]}")
+    body.append(f"        y = {em.expr(g.output)[0]}")
+
+    live = g.live_ids()
+    channel = ".view(1, -1, 1, 1)" if layout == "nchw" else ""
+    prologue = [f"        {v} = self.{v}{channel}" for v in ("v0", "v1") if INPUT_NAMES.index(v) in live]
+    if em.uses_zero:
+        prologue.append("        zero = torch.zeros_like(x)")
+    epilogue = f"        return y * self.weight{channel} + self.bias{channel}"
+
+    params = ["weight", "bias"] + [v for v in ("v0", "v1") if INPUT_NAMES.index(v) in live]
+    init_value = {"weight": "ones", "bias": "zeros", "v0": "zeros", "v1": "ones"}
+    init = [f"        self.{p} = nn.Parameter(torch.{init_value[p]}(num_features))" for p in params]
+    for node_id, buffer in plan.buffers.items():
+        start = _RUNNING_INIT[_RUNNING_NAME[get_op(g.node(node_id).op).stat]]  # type: ignore[index]
+        init.append(f'        self.register_buffer("{buffer}", torch.{start}(num_features))')
+
+    helper_src = []
+    if "prefix_count" in em.helpers:
+        helper_src.append(_PREFIX_COUNT)
+    for h in em.helpers:
+        if h in _ELEMENTWISE_HELPERS:
+            helper_src.append(_ELEMENTWISE_HELPERS[h])
+        elif h != "prefix_count":
+            stat, axes = h.split("_")
+            helper_src.append(_aggregate_helper(Stat(stat), Axes(axes), layout))
+    needs_groups = any(get_op(n.op).axes is Axes.GROUP for n in g.nodes)
+    groups_line = ("        self.groups = num_groups(num_features, groups)" if needs_groups
+                   else "        self.groups = groups")
+    if needs_groups:
+        helper_src.insert(0, _NUM_GROUPS)
+
+    text = formula(graph)
+    shape = "(N, C, H, W)" if layout == "nchw" else "(B, T, C)"
+    head = title or "A normalization-activation layer found by evonorm-search."
+    graph_json = json.dumps(g.to_json(), separators=(",", ":"))
+    return f'''"""{head}
+
+    y = {text}
+    out = y * weight + bias          (per channel)
+
+Layout: {layout}, input {shape}. Generated by evonorm-search from graph
+{structural_hash(graph)[:16]} (canonical form in GRAPH below).
+Needs only torch.
+"""
+
+import torch
+from torch import Tensor, nn
+
+GRAPH = {graph_json!r}
+{"".join(helper_src)}
+
+class {class_name}(nn.Module):
+    """y = {text}, then a per-channel affine; a drop-in `norm_layer(num_features)`."""
+
+    def __init__(self, num_features: int, eps: float = {eps!r}, groups: int = 32,
+                 momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+{groups_line}
+        self.momentum = momentum
+{chr(10).join(init)}
+
+    def forward(self, x: Tensor) -> Tensor:
+{chr(10).join(prologue + body)}
+{epilogue}
+
+    def extra_repr(self) -> str:
+        return f"{{self.num_features}}, eps={{self.eps}}"
+'''
