@@ -50,6 +50,7 @@ from primitives.ops import (
     PREC_MUL,
     PREC_UNARY,
     SQRT_EPS,
+    X,
     ZERO,
     Axes,
     Stat,
@@ -121,7 +122,7 @@ def _batch_helper(stat: Stat, layout: str) -> str:
         dims, per_channel, shape, count = "[0, 2, 3]", "s.flatten()", ".view(1, -1, 1, 1)", \
             "x.numel() // x.size(1)"
     else:
-        dims, per_channel, shape, count = "[0]", "s.mean(dim=[0, 1])", "", "x.size(0)"
+        dims, per_channel, shape, count = "[0]", "s.mean(dim=[0, 1])", ".view(1, 1, -1)", "x.size(0)"
     correction = " * (n / max(n - 1, 1))" if stat is Stat.STD else ""
     n_line = f"        n = {count}\n" if stat is Stat.STD else ""
     finish = {Stat.MEAN: "{}", Stat.STD: "torch.sqrt({} + eps)", Stat.MOMENT2: "{}",
@@ -213,6 +214,19 @@ def _plan(graph: Graph) -> _Plan:
     return _Plan(g, uses, buffers, names)
 
 
+def _full_shape(g: Graph, node_id: int) -> bool:
+    """Whether the node's tensor surely has x's full shape (statistics and v0/v1 are reduced).
+
+    `zero` does not count: the code drops it where it is a no-op (relu, + 0).
+    """
+    if node_id < NUM_INPUTS:
+        return node_id == X
+    node = g.node(node_id)
+    if get_op(node.op).stat is not None:
+        return False
+    return any(_full_shape(g, i) for i in node.inputs)
+
+
 def _safe_denominator(g: Graph, node_id: int) -> bool:
     """True when the node is provably >= sqrt(eps) > 0, so a / b needs no guard."""
     if node_id < NUM_INPUTS:
@@ -258,7 +272,10 @@ class _Emitter:
             self.need(f"{op.stat}_{op.axes}")
             if op.axes is Axes.INSTANCE and self.layout == "tokens":
                 self.need("prefix_count")
-            arg = self.ref(ins[0])[0]
+            arg, arg_prec = self.ref(ins[0])
+            if not _full_shape(self.g, ins[0]):
+                # a statistic or v0/v1 has a reduced shape: take the statistic over x's shape
+                arg = f"{_wrap(arg, arg_prec, PREC_ATOM)}.expand_as(x)"
             extra = []
             if op.axes is Axes.BATCH:
                 extra += [f"self.{self.plan.buffers[node_id]}", "self.training", "self.momentum"]
@@ -315,7 +332,10 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     for node_id in range(NUM_INPUTS, g.output):
         if node_id in plan.names:
             body.append(f"        {em.name(node_id)} = {em.expr(node_id)[0]}")
-    body.append(f"        y = {em.expr(g.output)[0]}")
+    out, out_prec = em.expr(g.output)
+    if not _full_shape(g, g.output):
+        out = f"{_wrap(out, out_prec, PREC_ATOM)}.expand_as(x)"
+    body.append(f"        y = {out}")
 
     live = g.live_ids()
     channel = ".view(1, -1, 1, 1)" if layout == "nchw" else ""

@@ -1,0 +1,95 @@
+"""Search strategies: multi-objective aging evolution, and random search as the baseline.
+
+Evolution (Real et al.'s regularized evolution with the EvoNorm paper's
+multi-objective tournament): the population holds the most recent
+`population_size` evaluated candidates; a tournament samples
+`tournament_size` of them, keeps that sample's Pareto front, and picks the
+parent at random from it; the child is the parent mutated once. Until the
+population is full, proposals are zoo seeds (if configured) and then random
+graphs.
+
+Each proposal k draws from its own generator seeded by (seed, k), so a
+search is reproducible from its seed given the same order of results, and a
+restarted runner continues the same sequence without saving RNG state.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evonorm_search.pareto import nondominated
+from primitives import Graph
+from primitives.mutation import mutate, random_graph
+
+
+@dataclass(frozen=True)
+class Individual:
+    candidate_id: int
+    graph: Graph
+    objectives: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Proposal:
+    graph: Graph
+    parents: tuple[int, ...] = ()
+    mutation: str | None = None       # None: a random graph or a seed
+    origin: str = "random"            # random | seed:<zoo name> | mutation
+
+
+def proposal_rng(seed: int, k: int) -> random.Random:
+    return random.Random(f"evonorm:{seed}:{k}")
+
+
+class RandomSearch:
+    """Uniformly random graphs (the paper's generator): the baseline at equal budget."""
+
+    def __init__(self, *, seed: int = 0, batch_independent: bool = False,
+                 seeds: Sequence[tuple[str, Graph]] = ()) -> None:
+        self.seed = seed
+        self.batch_independent = batch_independent
+        self.seeds = list(seeds)
+
+    def propose(self, k: int) -> Proposal:
+        if k < len(self.seeds):
+            name, graph = self.seeds[k]
+            return Proposal(graph, origin=f"seed:{name}")
+        return Proposal(random_graph(proposal_rng(self.seed, k), batch_independent=self.batch_independent))
+
+    def tell(self, individual: Individual) -> None:
+        pass
+
+
+class AgingEvolution(RandomSearch):
+    def __init__(self, *, population_size: int, tournament_size: int, maximise: Sequence[bool],
+                 seed: int = 0, batch_independent: bool = False, rewire_prob: float = 0.3,
+                 seeds: Sequence[tuple[str, Graph]] = ()) -> None:
+        super().__init__(seed=seed, batch_independent=batch_independent, seeds=seeds)
+        if not 1 <= tournament_size <= population_size:
+            raise ValueError("need 1 <= tournament_size <= population_size")
+        self.population: deque[Individual] = deque(maxlen=population_size)
+        self.tournament_size = tournament_size
+        self.maximise = list(maximise)
+        self.rewire_prob = rewire_prob
+
+    def tell(self, individual: Individual) -> None:
+        """An evaluated candidate joins; the oldest leaves once the population is full."""
+        self.population.append(individual)
+
+    def select(self, rng: random.Random) -> Individual:
+        sample = rng.sample(list(self.population), min(self.tournament_size, len(self.population)))
+        front = nondominated([ind.objectives for ind in sample], self.maximise)
+        return sample[rng.choice(front)]
+
+    def propose(self, k: int) -> Proposal:
+        full = len(self.population) == self.population.maxlen
+        if k < len(self.seeds) or not full:
+            return super().propose(k)
+        rng = proposal_rng(self.seed, k)
+        parent = self.select(rng)
+        child, mutation = mutate(parent.graph, rng, batch_independent=self.batch_independent,
+                                 rewire_prob=self.rewire_prob)
+        return Proposal(child, (parent.candidate_id,), mutation.description, "mutation")
