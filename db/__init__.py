@@ -1,0 +1,54 @@
+"""Persistence for searches, candidates, evaluations, events and rerank results.
+
+The only package that imports SQLAlchemy. Everything else uses `Store` and
+the frozen records it returns:
+
+    from db import Store, NewCandidate, CandidateStatus
+    store = Store("runs/search.db")            # or "postgresql+psycopg://..."
+    search = store.create_search("evo-1", {"population": 64}, seed=0)
+"""
+
+from db.errors import NotFoundError, RetryableStoreError, StoreError, TransitionError
+from db.migrate import upgrade
+from db.records import (
+    FINISHED_CANDIDATE_STATUSES,
+    SEARCH_TRANSITIONS,
+    TERMINAL_SEARCH_STATUSES,
+    CandidateOutcome,
+    CandidateRecord,
+    CandidateStatus,
+    EvaluationRecord,
+    EventKind,
+    EventRecord,
+    NewCandidate,
+    NewEvaluation,
+    NewRerankResult,
+    RerankRecord,
+    SearchRecord,
+    SearchStatus,
+)
+from db.store import Store
+
+__all__ = [
+    "FINISHED_CANDIDATE_STATUSES",
+    "SEARCH_TRANSITIONS",
+    "TERMINAL_SEARCH_STATUSES",
+    "CandidateOutcome",
+    "CandidateRecord",
+    "CandidateStatus",
+    "EvaluationRecord",
+    "EventKind",
+    "EventRecord",
+    "NewCandidate",
+    "NewEvaluation",
+    "NewRerankResult",
+    "NotFoundError",
+    "RerankRecord",
+    "RetryableStoreError",
+    "SearchRecord",
+    "SearchStatus",
+    "Store",
+    "StoreError",
+    "TransitionError",
+    "upgrade",
+]

@@ -1,0 +1,1 @@
+"""Alembic scripts for the db schema (a package so wheels ship them)."""

@@ -1,0 +1,1 @@
+"""Migration revisions; alembic itself ignores this file."""

@@ -1,0 +1,239 @@
+"""Plain values that go in and out of `db.Store`.
+
+Records (`*Record`) are what the store returns: frozen dataclasses built from
+rows, detached from any session, safe to pass between threads. Their JSON
+fields (`config`, `metrics`, `payload`) are fresh dicts per call, so mutating
+one does not change the store or another caller's copy. Sequences are tuples.
+
+Inputs (`New*`, `CandidateOutcome`) are what callers pass to write methods;
+they validate themselves on construction so a bad value fails at the caller,
+not half-way through a transaction.
+
+All timestamps are timezone-aware UTC on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class SearchStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class CandidateStatus(StrEnum):
+    PENDING = "pending"
+    EVALUATING = "evaluating"
+    REJECTED = "rejected"
+    EVALUATED = "evaluated"
+
+
+TERMINAL_SEARCH_STATUSES: frozenset[SearchStatus] = frozenset(
+    {SearchStatus.CANCELLED, SearchStatus.FINISHED, SearchStatus.FAILED}
+)
+FINISHED_CANDIDATE_STATUSES: frozenset[CandidateStatus] = frozenset(
+    {CandidateStatus.REJECTED, CandidateStatus.EVALUATED}
+)
+
+# The search state machine: status -> statuses it may move to. Staying in the
+# same status is not a transition (pausing a paused search is refused), so
+# callers learn when their view of a search is stale.
+#   running -> queued   hands a search back to the queue (runner shutdown or
+#                       crash recovery), so another runner may pick it up.
+#   paused  -> queued   resumes through the queue; paused -> running resumes
+#                       directly when the runner is the one resuming.
+SEARCH_TRANSITIONS: Mapping[SearchStatus, frozenset[SearchStatus]] = {
+    SearchStatus.QUEUED: frozenset(
+        {SearchStatus.RUNNING, SearchStatus.PAUSED, SearchStatus.CANCELLED, SearchStatus.FAILED}
+    ),
+    SearchStatus.RUNNING: frozenset(
+        {
+            SearchStatus.QUEUED,
+            SearchStatus.PAUSED,
+            SearchStatus.CANCELLED,
+            SearchStatus.FINISHED,
+            SearchStatus.FAILED,
+        }
+    ),
+    SearchStatus.PAUSED: frozenset(
+        {SearchStatus.QUEUED, SearchStatus.RUNNING, SearchStatus.CANCELLED, SearchStatus.FAILED}
+    ),
+    SearchStatus.CANCELLED: frozenset(),
+    SearchStatus.FINISHED: frozenset(),
+    SearchStatus.FAILED: frozenset(),
+}
+
+
+class EventKind(StrEnum):
+    """Kinds of events the store writes itself. `append_event` accepts any string."""
+
+    SEARCH_CREATED = "search_created"  # payload: name, seed
+    SEARCH_STATUS = "search_status"  # payload: from, to, error
+    CANDIDATES_ADDED = "candidates_added"  # payload: ids (inserted), skipped (duplicates)
+    CANDIDATE_FINISHED = "candidate_finished"  # payload: status, objectives, stage, reused_from
+    RERANK_ADDED = "rerank_added"  # payload: ids
+
+
+# -- records (out) --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRecord:
+    id: int
+    name: str
+    config: dict[str, Any]
+    status: SearchStatus
+    seed: int | None
+    error: str | None
+    num_candidates: int  # rows in candidates for this search
+    num_evaluated: int  # candidates finished as evaluated
+    num_rejected: int  # candidates finished as rejected
+    created_at: datetime
+    started_at: datetime | None  # first time it went to running
+    finished_at: datetime | None  # when it reached a terminal status
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRecord:
+    id: int
+    search_id: int
+    graph: str  # the graph's JSON text, as given
+    structural_hash: str
+    fingerprint: str | None
+    parent_ids: tuple[int, ...]
+    mutation: str | None
+    generation: int
+    status: CandidateStatus
+    rejection_stage: str | None
+    rejection_reason: str | None
+    objectives: tuple[float, ...] | None
+    reused_from: int | None  # candidate whose result was reused (functional duplicate)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_CANDIDATE_STATUSES
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationRecord:
+    id: int
+    candidate_id: int
+    backbone: str
+    task: str
+    metrics: dict[str, Any]
+    wall_s: float | None
+    worker: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    search_id: int | None
+    candidate_id: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RerankRecord:
+    id: int
+    search_id: int
+    candidate_id: int | None
+    zoo_layer: str | None
+    backbone: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+# -- inputs (in) ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewCandidate:
+    graph: str
+    structural_hash: str
+    parent_ids: Sequence[int] = ()
+    mutation: str | None = None
+    generation: int = 0
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.structural_hash:
+            raise ValueError("NewCandidate.structural_hash must be a non-empty string")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvaluation:
+    backbone: str
+    task: str
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    wall_s: float | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateOutcome:
+    """The result of one candidate, written by `Store.finish_candidates`.
+
+    `evaluated` needs `objectives` and no rejection stage; `rejected` needs a
+    `rejection_stage` (objectives optional: a candidate may be rejected after
+    it was measured). Objectives must be finite: they are what the search
+    ranks by, and JSON cannot carry NaN or infinity.
+    """
+
+    candidate_id: int
+    status: CandidateStatus
+    objectives: Sequence[float] | None = None
+    rejection_stage: str | None = None
+    rejection_reason: str | None = None
+    evaluations: Sequence[NewEvaluation] = ()
+    reused_from: int | None = None
+    fingerprint: str | None = None
+
+    def __post_init__(self) -> None:
+        status = CandidateStatus(self.status)
+        object.__setattr__(self, "status", status)
+        where = f"candidate {self.candidate_id}"
+        if status not in FINISHED_CANDIDATE_STATUSES:
+            raise ValueError(f"{where}: a finish status is evaluated or rejected, got {status!r}")
+        if status is CandidateStatus.EVALUATED:
+            if self.objectives is None:
+                raise ValueError(f"{where}: an evaluated candidate needs objectives")
+            if self.rejection_stage is not None or self.rejection_reason is not None:
+                raise ValueError(f"{where}: an evaluated candidate has no rejection stage/reason")
+        elif not self.rejection_stage:
+            raise ValueError(f"{where}: a rejected candidate needs a rejection_stage")
+        if self.objectives is not None:
+            values = tuple(float(v) for v in self.objectives)
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{where}: objectives must be finite, got {list(values)}")
+            object.__setattr__(self, "objectives", values)
+
+
+@dataclass(frozen=True, slots=True)
+class NewRerankResult:
+    """One row of the final re-training table: exactly one of `candidate_id`, `zoo_layer`."""
+
+    backbone: str
+    metrics: Mapping[str, Any]
+    candidate_id: int | None = None
+    zoo_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.candidate_id is None) == (self.zoo_layer is None):
+            raise ValueError("NewRerankResult needs exactly one of candidate_id or zoo_layer")

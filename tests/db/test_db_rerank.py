@@ -1,0 +1,45 @@
+"""Rerank results: the final re-training table."""
+
+from __future__ import annotations
+
+import pytest
+
+from db import EventKind, NewCandidate, NewRerankResult, NotFoundError
+
+
+def test_add_and_list(store):
+    search = store.create_search("s", {})
+    [cand] = store.add_candidates(search.id, [NewCandidate("{}", "h")])
+    added = store.add_rerank_results(
+        search.id,
+        [
+            NewRerankResult("resnet56", {"accuracy": 0.94, "epochs": 200}, candidate_id=cand.id),
+            NewRerankResult("resnet56", {"accuracy": 0.93}, zoo_layer="bn_relu"),
+        ],
+    )
+    assert [(r.candidate_id, r.zoo_layer) for r in added] == [(cand.id, None), (None, "bn_relu")]
+    assert added[0].metrics == {"accuracy": 0.94, "epochs": 200}
+    assert store.rerank_results(search.id) == added
+    assert store.rerank_results(search.id + 1) == []
+    assert store.add_rerank_results(search.id, []) == []
+    events = store.events_after(0, search_id=search.id)
+    assert events[-1].kind == EventKind.RERANK_ADDED
+    assert events[-1].payload == {"ids": [r.id for r in added]}
+
+
+def test_candidate_must_belong_to_the_search(store):
+    a = store.create_search("a", {})
+    b = store.create_search("b", {})
+    [cand] = store.add_candidates(a.id, [NewCandidate("{}", "h")])
+    with pytest.raises(NotFoundError):
+        store.add_rerank_results(b.id, [NewRerankResult("r", {}, candidate_id=cand.id)])
+    with pytest.raises(NotFoundError):
+        store.add_rerank_results(999, [NewRerankResult("r", {}, zoo_layer="bn")])
+    assert store.rerank_results(b.id) == []
+
+
+def test_exactly_one_of_candidate_and_zoo_layer():
+    with pytest.raises(ValueError):
+        NewRerankResult("r", {})
+    with pytest.raises(ValueError):
+        NewRerankResult("r", {}, candidate_id=1, zoo_layer="bn")
