@@ -14,6 +14,7 @@ the job of `primitives.fingerprint`.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from primitives.graph import Graph, Node
 from primitives.ops import INPUT_NAMES, NUM_INPUTS, get_op
@@ -34,6 +35,7 @@ def subexpression_keys(graph: Graph) -> list[str]:
     return keys
 
 
+@lru_cache(maxsize=65536)  # graphs are immutable; the runner hashes parents often
 def canonicalize(graph: Graph) -> Graph:
     keys = subexpression_keys(graph)
     new_id: dict[str, int] = {_digest(n): i for i, n in enumerate(INPUT_NAMES)}
@@ -56,6 +58,7 @@ def canonicalize(graph: Graph) -> Graph:
     return Graph(tuple(out))
 
 
+@lru_cache(maxsize=65536)
 def structural_hash(graph: Graph) -> str:
     """sha256 of the canonical JSON; equal exactly for canonically equal graphs."""
     return hashlib.sha256(canonicalize(graph).dumps().encode()).hexdigest()

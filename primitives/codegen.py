@@ -50,10 +50,10 @@ from primitives.ops import (
     PREC_MUL,
     PREC_UNARY,
     SQRT_EPS,
-    X,
     ZERO,
     Axes,
     Stat,
+    X,
     get_op,
 )
 
@@ -165,10 +165,13 @@ def {name}(x: Tensor, groups: int{_eps_arg(stat)}) -> Tensor:
             Stat.MOMENT2: m2,
             Stat.RMS: f"torch.sqrt({m2} + eps)",
         }[stat]
+        # The variance is shift-invariant: centring on position 1, which every prefix holds,
+        # avoids the cancellation of E[x^2] - E[x]^2 when |mean| >> std (float32, bfloat16).
+        centre = "    x = x - x[:, :1]\n" if stat is Stat.STD else ""
         return f'''
 def {name}(x: Tensor{_eps_arg(stat)}) -> Tensor:
     count = prefix_count(x)
-    return {value}
+{centre}    return {value}
 '''
     dims = {("nchw", Axes.INSTANCE): "[2, 3]", ("nchw", Axes.LAYER): "[1, 2, 3]",
             ("tokens", Axes.LAYER): "[-1]"}[(layout, axes)]

@@ -1,12 +1,13 @@
 """Graph -> nn.Module, by executing the generated standalone source.
 
-The class is built once per (graph, layout, name, eps) and registered as a
-module in `sys.modules` with its source in `linecache`, so TorchScript,
-`inspect` and pickle see it like any imported class.
+The class is built once per generated source and registered as a module in
+`sys.modules` with its source in `linecache`, so TorchScript, `inspect` and
+pickle see it like any imported class.
 """
 
 from __future__ import annotations
 
+import hashlib
 import linecache
 import re
 import sys
@@ -35,7 +36,14 @@ def layer_class(graph: Graph, layout: str = "nchw", name: str | None = None,
     """The nn.Module class of a graph: `layer_class(g)(num_features, eps=..., groups=...)`."""
     cls_name = class_name_for(name, graph)
     source = module_source(graph, class_name=cls_name, layout=layout, eps=eps)
-    module_name = f"primitives._generated.{cls_name}_{structural_hash(graph)[:12]}_{layout}"
+    # One module per distinct source, never replaced: pickle looks a class up by module and
+    # name, so a second class under the same name (another eps, or the same graph written
+    # another way) would make instances of the first unpicklable.
+    digest = hashlib.sha256(source.encode()).hexdigest()[:12]
+    module_name = f"primitives._generated.{cls_name}_{digest}_{layout}"
+    existing = getattr(sys.modules.get(module_name), cls_name, None)
+    if isinstance(existing, type) and issubclass(existing, nn.Module):
+        return existing
     filename = f"<evonorm-generated {module_name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     module = types.ModuleType(module_name)

@@ -46,7 +46,7 @@ def torchscript_bytes(module: nn.Module) -> bytes:
 
 
 def exported_program(module: nn.Module, num_features: int, layout: str) -> torch.export.ExportedProgram:
-    module = module.eval()
+    """The module traced in eval mode; the caller's module is left in the mode it was in."""
     x = example_input(num_features, layout, batch=4)
     batch = torch.export.Dim("batch", min=1, max=65536)
     if layout == "nchw":
@@ -54,11 +54,16 @@ def exported_program(module: nn.Module, num_features: int, layout: str) -> torch
                 3: torch.export.Dim("width", min=1, max=65536)}
     else:
         dims = {0: batch, 1: torch.export.Dim("tokens", min=2, max=65536)}
+    was_training = module.training
+    module.eval()
     try:
-        return torch.export.export(module, (x,), dynamic_shapes={"x": dims})
-    except Exception:
-        # A graph whose shapes torch cannot keep symbolic still exports, with static shapes.
-        return torch.export.export(module, (x,))
+        try:
+            return torch.export.export(module, (x,), dynamic_shapes={"x": dims})
+        except Exception:
+            # A graph whose shapes torch cannot keep symbolic still exports, with static shapes.
+            return torch.export.export(module, (x,))
+    finally:
+        module.train(was_training)
 
 
 def program_bytes(module: nn.Module, num_features: int, layout: str) -> bytes:

@@ -50,7 +50,10 @@ class EvoNormS0(nn.Module):
     def __init__(self, num_features: int, groups: int = 32, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
-        self.groups = groups if num_features % groups == 0 else 1
+        # the compiled layers' rule (codegen's num_groups): the largest divisor of C that is <= groups
+        self.groups = max(1, min(groups, num_features))
+        while num_features % self.groups:
+            self.groups -= 1
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.v1 = nn.Parameter(torch.ones(num_features))

@@ -76,7 +76,12 @@ def _mutate_once(graph: Graph, rng: random.Random, ops: list[str],
 
 def mutate(graph: Graph, rng: random.Random, *, batch_independent: bool = False,
            rewire_prob: float = 0.3) -> tuple[Graph, Mutation]:
-    """A valid child whose live graph differs from the parent's."""
+    """A valid child whose live graph differs from the parent's.
+
+    With `batch_independent`, new nodes never use a batch statistic and a
+    batch-independent parent never gets a batch-dependent child (rewiring
+    could otherwise make a dead batch node live).
+    """
     ops = op_names(batch_independent=batch_independent)
     parent_hash = structural_hash(graph)
     current = graph
@@ -87,6 +92,8 @@ def mutate(graph: Graph, rng: random.Random, *, batch_independent: bool = False,
             child = Graph(nodes)
         except GraphError:
             continue  # the output lost x: draw again from the same graph
+        if batch_independent and child.batch_dependent and not graph.batch_dependent:
+            continue  # a rewire made a dead batch statistic live: draw again
         if structural_hash(child) != parent_hash:
             if neutral:
                 mutation = Mutation(mutation.kind, mutation.node,
