@@ -84,7 +84,7 @@ class InProcessExecutor(Executor):
     """
 
     def __init__(self) -> None:
-        self.slots = 1
+        self.slots = 1 << 20  # a queue, not a pool: the runner's in_flight is the only limit
         self._ids = itertools.count()
         self._queue: deque[tuple[int, Callable[..., Any], tuple[Any, ...]]] = deque()
 
@@ -94,15 +94,17 @@ class InProcessExecutor(Executor):
         return job_id
 
     def wait(self, timeout_s: float | None = None) -> list[tuple[int, Outcome]]:
-        if not self._queue:
-            return []
-        job_id, fn, args = self._queue.popleft()
-        try:
-            return [(job_id, fn(*args))]
-        except MemoryError as e:
-            return [(job_id, JobFailure("oom", str(e) or "MemoryError"))]
-        except Exception as e:
-            return [(job_id, _error(e))]
+        """Run every job queued so far and return them together (so callers batch their writes)."""
+        out = []
+        for _ in range(len(self._queue)):
+            job_id, fn, args = self._queue.popleft()
+            try:
+                out.append((job_id, fn(*args)))
+            except MemoryError as e:
+                out.append((job_id, JobFailure("oom", str(e) or "MemoryError")))
+            except Exception as e:
+                out.append((job_id, _error(e)))
+        return out
 
     @property
     def in_flight(self) -> int:
