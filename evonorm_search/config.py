@@ -1,0 +1,175 @@
+"""The search configuration: validated, with messages that name the field.
+
+A config is plain JSON/YAML-able data (stored with the search), and turns
+into the workers' `EvalSpec` and the strategy. Presets give the two common
+starting points; any field can be overridden on top.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from primitives.zoo import ZOO
+from workers.backbones import BACKBONES, backbone_layout
+from workers.data import TASKS, get_task
+from workers.evaluation import EvalSpec, ProxyTask
+from workers.train import TrainConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Strict):
+    """One proxy task = one objective."""
+
+    backbone: Literal["resnet", "mobilenet", "transformer"]
+    task: str = Field(description="Data set: " + ", ".join(TASKS))
+    steps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
+        None, description="Training steps (default: the task's recipe)")
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] | None = None
+    lr: Annotated[float, Field(gt=0, le=10)] | None = None
+    backbone_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the backbone (widths, depth, placement, ...)")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; known: {', '.join(TASKS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _backbone_fits_task(self) -> Self:
+        layout = backbone_layout(self.backbone)
+        kind = get_task(self.task).kind
+        if (layout == "tokens") != (kind == "text"):
+            raise ValueError(f"backbone {self.backbone!r} ({layout}) cannot train on "
+                             f"the {kind} task {self.task!r}")
+        return self
+
+    def proxy_task(self, data_root: str | None) -> ProxyTask:
+        return ProxyTask(self.backbone, self.task, TrainConfig(
+            steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            backbone_kwargs=dict(self.backbone_kwargs), data_root=data_root))
+
+
+class RejectionConfig(_Strict):
+    numeric: bool = True
+    stability: bool = True
+    stability_steps: int = Field(20, ge=1, le=10_000)
+    stability_threshold: float = Field(1e8, gt=0)
+    quality: bool = True
+    quality_steps: int = Field(100, ge=1, le=1_000_000)
+    quality_margin: float = Field(
+        1 / 9, ge=0, le=1,
+        description="Minimum short-training accuracy as the fraction of the way from chance to 100%")
+
+
+class SearchConfig(_Strict):
+    name: str = Field("search", min_length=1, max_length=200)
+    strategy: Literal["evolution", "random"] = "evolution"
+    budget: int = Field(200, ge=1, le=10_000_000, description="Candidates to generate")
+    population_size: int = Field(64, ge=1, le=1_000_000)
+    tournament_size: int = Field(8, ge=1, le=1_000_000)
+    in_flight: int = Field(2, ge=1, le=100_000, description="Evaluations kept in flight")
+    tasks: list[TaskConfig] = Field(min_length=1, max_length=16, default_factory=lambda: [
+        TaskConfig(backbone="resnet", task="shapes32"),
+        TaskConfig(backbone="mobilenet", task="shapes32"),
+        TaskConfig(backbone="transformer", task="pydoc_chars"),
+    ])
+    rejection: RejectionConfig = Field(default_factory=RejectionConfig)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    batch_independent: bool = Field(False, description="Exclude batch statistics (the S-series search)")
+    seed_with_zoo: list[str] = Field(default_factory=list, max_length=64,
+                                     description="Zoo layers evaluated first, as seeds of the population")
+    rewire_prob: float = Field(0.3, ge=0, le=1)
+    eps: float = Field(1e-5, gt=0, le=1)
+    groups: int = Field(32, ge=1, le=4096, description="Groups of group statistics on images")
+    token_groups: int = Field(4, ge=1, le=4096, description="Groups of group statistics on tokens")
+    timeout_s: float | None = Field(1800, gt=0, description="Per-candidate time limit")
+    num_cpus: float = Field(1, gt=0, le=1024, description="CPUs reserved per evaluation")
+    num_gpus: float = Field(0, ge=0, le=64, description="GPUs reserved per evaluation")
+    data_root: str | None = Field(None, max_length=4096, description="Local CIFAR directory")
+    cost_objective: bool = Field(False, description="Add the layer's fwd+bwd time relative to BN-ReLU "
+                                                    "as an objective to minimise")
+
+    @field_validator("seed_with_zoo")
+    @classmethod
+    def _zoo_names(cls, names: list[str]) -> list[str]:
+        for n in names:
+            if n not in ZOO:
+                raise ValueError(f"unknown zoo layer {n!r}; known: {', '.join(ZOO)}")
+            if ZOO[n].graph is None:
+                raise ValueError(f"zoo layer {n!r} is outside the search space and cannot seed it")
+        return names
+
+    @model_validator(mode="after")
+    def _sizes(self) -> Self:
+        if self.tournament_size > self.population_size:
+            raise ValueError(f"tournament_size ({self.tournament_size}) must not exceed "
+                             f"population_size ({self.population_size})")
+        if self.batch_independent:
+            batchy = [n for n in self.seed_with_zoo if ZOO[n].batch_dependent]
+            if batchy:
+                raise ValueError(f"seed_with_zoo has batch-dependent layers {batchy} "
+                                 "in a batch-independent search")
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        return [f"{t.backbone}:{t.task}" for t in self.tasks] + (["cost"] if self.cost_objective else [])
+
+    @property
+    def maximise(self) -> list[bool]:
+        """Per objective: accuracies are maximised, the cost minimised."""
+        return [True] * len(self.tasks) + ([False] if self.cost_objective else [])
+
+    def eval_spec(self) -> EvalSpec:
+        r = self.rejection
+        return EvalSpec(
+            tasks=tuple(t.proxy_task(self.data_root) for t in self.tasks), seed=self.seed, eps=self.eps,
+            groups=self.groups, token_groups=self.token_groups,
+            numeric=r.numeric, stability=r.stability, stability_steps=r.stability_steps,
+            stability_threshold=r.stability_threshold, quality=r.quality, quality_steps=r.quality_steps,
+            quality_margin=r.quality_margin, time_limit_s=self.timeout_s, measure_cost=self.cost_objective)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # A real front on a 2-core laptop in about ten minutes.
+    "quick": {
+        "name": "quick", "budget": 48, "population_size": 12, "tournament_size": 4, "in_flight": 2,
+        "seed_with_zoo": ["bn_relu", "evonorm_s0"],
+        "tasks": [
+            {"backbone": "resnet", "task": "shapes32"},
+            {"backbone": "transformer", "task": "pydoc_chars"},
+        ],
+    },
+    # The paper's shape on a cluster: three backbones, a large aging population.
+    "cluster": {
+        "name": "cluster", "budget": 20_000, "population_size": 1000, "tournament_size": 10,
+        "in_flight": 256, "num_cpus": 4, "num_gpus": 0.25,
+        "seed_with_zoo": ["bn_relu", "gn_relu", "evonorm_b0", "evonorm_s0"],
+        "tasks": [
+            {"backbone": "resnet", "task": "cifar10", "steps": 2000},
+            {"backbone": "mobilenet", "task": "cifar10", "steps": 2000},
+            {"backbone": "transformer", "task": "pydoc_chars", "steps": 2000},
+        ],
+    },
+}
+
+
+def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
+    """A preset (or the defaults) with `overrides` on top, validated as a whole."""
+    data: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+        data.update(PRESETS[preset])
+    data.update(overrides or {})
+    return SearchConfig.model_validate(data)
+
+
+__all__ = ["BACKBONES", "PRESETS", "RejectionConfig", "SearchConfig", "TaskConfig", "load_config"]

@@ -1,0 +1,24 @@
+"""One settings object for the CLI and the coordinator (environment: EVONORM_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EVONORM_", env_file=".env", extra="ignore")
+
+    db_url: str = Field("sqlite:///runs/evonorm.db", description="SQLAlchemy URL or a SQLite file path")
+    ray_address: str | None = Field(None, description="Join this Ray cluster; default: start a local one")
+    executor: str = Field("ray", pattern="^(ray|inprocess)$")
+    export_dir: Path = Field(Path("runs/exports"), description="Where winners are exported")
+    token: str | None = Field(None, description="Bearer token required by mutating API calls")
+    data_dir: str | None = Field(None, description="Local CIFAR directory")
+    max_running: int = Field(4, ge=0, le=1024, description="Searches run at once; the rest queue")
+
+
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,73 @@
+"""What a finished (or running) search amounts to: its front, hypervolume history, baselines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db import CandidateRecord, CandidateStatus, Store
+from evonorm_search.config import SearchConfig
+from evonorm_search.pareto import hypervolume, nondominated
+from primitives import Graph, formula
+
+
+@dataclass(frozen=True)
+class FrontMember:
+    candidate_id: int
+    formula: str
+    objectives: tuple[float, ...]
+    origin: str          # "seed:bn_relu", "mutation ...", "random"
+    graph: Graph
+
+    @property
+    def zoo_name(self) -> str | None:
+        return self.origin.split(":", 1)[1] if self.origin.startswith("seed:") else None
+
+
+def evaluated(store: Store, search_id: int) -> list[CandidateRecord]:
+    """Evaluated candidates in finish order."""
+    rows = store.candidates_by_status(search_id, [CandidateStatus.EVALUATED])
+    return sorted((c for c in rows if c.objectives is not None), key=lambda c: (c.updated_at, c.id))
+
+
+def pareto_front(rows: list[CandidateRecord], maximise: list[bool]) -> list[FrontMember]:
+    points = [tuple(c.objectives or ()) for c in rows]
+    members = []
+    seen: set[tuple[float, ...]] = set()
+    for i in nondominated(points, maximise):
+        c = rows[i]
+        # a functional duplicate has the same point: show the original once
+        if c.reused_from is not None and points[i] in seen:
+            continue
+        seen.add(points[i])
+        g = Graph.loads(c.graph)
+        members.append(FrontMember(c.id, formula(g), points[i], c.mutation or "", g))
+    return sorted(members, key=lambda m: -sum(m.objectives))
+
+
+def hypervolume_history(rows: list[CandidateRecord], maximise: list[bool], points: int = 50
+                        ) -> list[tuple[int, float]]:
+    """(candidates evaluated, hypervolume of the front so far) at up to `points` steps."""
+    objectives = [tuple(c.objectives or ()) for c in rows]
+    if not objectives:
+        return []
+    step = max(1, len(objectives) // points)
+    marks = sorted({*range(step, len(objectives) + 1, step), len(objectives)})
+    out = []
+    for n in marks:
+        front = [objectives[i] for i in nondominated(objectives[:n], maximise)]
+        out.append((n, hypervolume(front, maximise)))
+    return out
+
+
+def baselines(store: Store, search_id: int, config: SearchConfig) -> dict[str, CandidateRecord]:
+    """Zoo layers seeded into the search, trained with its recipe (evaluated or rejected).
+
+    Seeds are the search's first proposals, so they are its first rows.
+    """
+    first = store.list_candidates(search_id, limit=max(1, len(config.seed_with_zoo)))
+    seeded = [c for c in first if (c.mutation or "").startswith("seed:")]
+    return {(c.mutation or "").split(":", 1)[1]: c for c in seeded}
+
+
+def objective_names(config: SearchConfig) -> list[str]:
+    return config.objectives

@@ -1,0 +1,91 @@
+"""Selection and mutation are reproducible from the seed; tournaments pick from the sample's front."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from evonorm_search.evolution import AgingEvolution, Individual, RandomSearch, proposal_rng
+from primitives import structural_hash
+from primitives.mutation import random_graph
+from primitives.zoo import ZOO
+
+
+def filled(seed: int, size: int = 8, objectives: int = 2) -> AgingEvolution:
+    evo = AgingEvolution(population_size=size, tournament_size=3, maximise=[True] * objectives, seed=seed)
+    rng = random.Random(1234)
+    for i in range(size):
+        evo.tell(Individual(i, random_graph(rng), tuple(rng.random() for _ in range(objectives))))
+    return evo
+
+
+def proposals(evo: RandomSearch, start: int, n: int) -> list[tuple[str, tuple[int, ...], str | None]]:
+    picks = (evo.propose(k) for k in range(start, start + n))
+    return [(structural_hash(p.graph), p.parents, p.mutation) for p in picks]
+
+
+def test_same_seed_same_children() -> None:
+    assert proposals(filled(7), 100, 20) == proposals(filled(7), 100, 20)
+
+
+def test_different_seed_different_children() -> None:
+    assert proposals(filled(7), 100, 20) != proposals(filled(8), 100, 20)
+
+
+def test_proposal_k_does_not_depend_on_earlier_proposals() -> None:
+    """A restarted runner continues at proposal k without replaying 0..k-1."""
+    a, b = filled(3), filled(3)
+    proposals(a, 0, 10)
+    assert proposals(a, 10, 5) == proposals(b, 10, 5)
+
+
+def test_children_are_mutations_of_population_members() -> None:
+    evo = filled(0)
+    members = {ind.candidate_id for ind in evo.population}
+    for k in range(30):
+        p = evo.propose(k)
+        assert p.origin == "mutation" and p.mutation
+        assert set(p.parents) <= members
+        parent = next(i for i in evo.population if i.candidate_id == p.parents[0])
+        assert structural_hash(p.graph) != structural_hash(parent.graph)
+
+
+def test_tournament_winner_is_on_the_sample_front() -> None:
+    evo = AgingEvolution(population_size=4, tournament_size=4, maximise=[True, True], seed=0)
+    g = ZOO["bn_relu"].graph
+    assert g is not None
+    # only ids 0 and 1 are non-dominated; 2 and 3 are dominated by 0
+    for i, obj in enumerate([(0.9, 0.5), (0.5, 0.9), (0.8, 0.4), (0.1, 0.1)]):
+        evo.tell(Individual(i, g, obj))
+    picks = {evo.select(proposal_rng(0, k)).candidate_id for k in range(200)}
+    assert picks == {0, 1}
+
+
+def test_aging_drops_the_oldest() -> None:
+    evo = filled(0, size=4)
+    g = ZOO["relu"].graph
+    assert g is not None
+    evo.tell(Individual(99, g, (1.0, 1.0)))
+    assert [i.candidate_id for i in evo.population] == [1, 2, 3, 99]
+
+
+def test_seeds_first_then_random_until_population_full() -> None:
+    seeds = [("bn_relu", ZOO["bn_relu"].graph), ("evonorm_s0", ZOO["evonorm_s0"].graph)]
+    evo = AgingEvolution(population_size=3, tournament_size=2, maximise=[True], seed=0,
+                         seeds=[(n, g) for n, g in seeds if g is not None])
+    assert [evo.propose(k).origin for k in range(4)] == ["seed:bn_relu", "seed:evonorm_s0", "random", "random"]
+
+
+def test_batch_independent_children_have_no_batch_statistics() -> None:
+    evo = AgingEvolution(population_size=4, tournament_size=2, maximise=[True], seed=5, batch_independent=True)
+    rng = random.Random(0)
+    for i in range(4):
+        evo.tell(Individual(i, random_graph(rng, batch_independent=True), (rng.random(),)))
+    for k in range(50):
+        assert not evo.propose(k).graph.batch_dependent
+
+
+def test_tournament_larger_than_population_is_refused() -> None:
+    with pytest.raises(ValueError, match="tournament_size"):
+        AgingEvolution(population_size=2, tournament_size=3, maximise=[True])
