@@ -131,6 +131,9 @@ class Candidate(Base):
         Index(None, "search_id", "status", "id"),
         # Cursors and paging within one search (after_id / ORDER BY id).
         Index(None, "search_id", "id"),
+        # The other sort orders of a search's candidate pages (migration 0002).
+        Index(None, "search_id", "generation", "id"),
+        Index(None, "search_id", "updated_at", "id"),
         Index(None, "structural_hash"),
         Index(None, "fingerprint"),
     )

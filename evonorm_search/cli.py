@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from primitives import Graph, GraphError, formula, structural_hash
@@ -88,5 +89,340 @@ def export(
     console.print(f"wrote {path} ({len(data):,} bytes): {formula(graph)}")
 
 
+@app.command()
+def evaluate(
+    layer: Annotated[str, typer.Argument(help="Zoo name, graph JSON file, or graph JSON text.")],
+    backbones: Annotated[str, typer.Option(help="Comma-separated: resnet,mobilenet,transformer")]
+    = "resnet,mobilenet,transformer",
+    steps: Annotated[int | None, typer.Option(min=1, help="Override training steps per task.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    no_rejection: Annotated[bool, typer.Option("--no-rejection", help="Skip the stability and quality stages.")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Run the rejection protocols and the proxy training on each backbone, print the scores."""
+    from dataclasses import asdict, replace
+
+    from workers.evaluation import DEFAULT_TASKS, EvalSpec, with_steps
+    from workers.evaluation import evaluate as run_evaluation
+
+    graph, _, eps = resolve_graph(layer)
+    wanted = [b.strip() for b in backbones.split(",") if b.strip()]
+    known = {t.backbone: t for t in DEFAULT_TASKS}
+    unknown = [b for b in wanted if b not in known]
+    if unknown or not wanted:
+        raise fail(f"--backbones: unknown {unknown or wanted}; choose from {', '.join(known)}")
+    spec = EvalSpec(tasks=tuple(known[b] for b in wanted), seed=seed, eps=eps)
+    if no_rejection:
+        spec = replace(spec, stability=False, quality=False)
+    if steps is not None:
+        spec = with_steps(spec, steps)
+    with console.status(f"evaluating {formula(graph)} on {', '.join(spec.objectives)} ..."):
+        result = run_evaluation(graph, spec)
+    if as_json:
+        print(json.dumps(asdict(result), indent=2, default=str))
+        return
+    console.print(f"[bold]{formula(graph)}[/]  status: [bold]{result.status}[/]")
+    if result.rejection:
+        console.print(f"rejected at [bold]{result.rejection.stage}[/]: {result.rejection.reason}")
+    table = Table("objective", "val accuracy", "val loss", "steps", "steps/s", "wall s", "params")
+    for s in result.scores:
+        table.add_row(s.objective, f"{s.accuracy:.4f}", f"{s.loss:.4f}", str(s.steps), f"{s.steps_per_s:.1f}",
+                      f"{s.wall_s:.1f}", f"{s.params:,}")
+    if result.scores:
+        console.print(table)
+    console.print("stage costs: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.stage_seconds))
+
+
+# -- searches ------------------------------------------------------------------
+
+
+def _open_store(db: str | None) -> Any:
+    from db import Store
+    from evonorm_search.settings import get_settings
+
+    url = db or get_settings().db_url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return Store(url)
+
+
+def _load_search_config(config: Path | None, preset: str | None, overrides: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    from evonorm_search.config import load_config
+
+    data: dict[str, Any] = {}
+    if config is not None:
+        try:
+            text = config.read_text()
+        except OSError as e:
+            raise fail(f"--config: cannot read {config}: {e.strerror}") from None
+        try:
+            data = json.loads(text) if config.suffix == ".json" else _yaml(text)
+        except ValueError as e:
+            raise fail(f"--config: {config} is not valid {config.suffix or 'JSON'}: {e}") from None
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return load_config(preset, data)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}" for err in e.errors()]
+        raise fail("invalid search config:\n" + "\n".join(lines)) from None
+    except ValueError as e:
+        raise fail(str(e)) from None
+
+
+def _yaml(text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with ray
+        raise ValueError("PyYAML is not installed; use a .json config") from None
+    return yaml.safe_load(text)
+
+
+def _executor(kind: str | None, ray_address: str | None, config: Any) -> Any:
+    from evonorm_search.settings import get_settings
+    from workers.executors import make_executor
+
+    settings = get_settings()
+    kind = kind or settings.executor
+    address = ray_address or settings.ray_address
+    if kind == "ray":
+        return make_executor("ray", address=address, num_cpus=config.num_cpus, num_gpus=config.num_gpus)
+    return make_executor(kind)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Option(help="Search config, JSON or YAML.")] = None,
+    preset: Annotated[str | None, typer.Option(help="quick | cluster")] = None,
+    budget: Annotated[int | None, typer.Option(min=1, help="Candidates to generate.")] = None,
+    strategy: Annotated[str | None, typer.Option(help="evolution | random")] = None,
+    seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,
+    db: Annotated[str | None, typer.Option(help="Database URL or SQLite path (default: settings).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster.")] = None,
+    executor: Annotated[str | None, typer.Option(help="ray | inprocess")] = None,
+    resume: Annotated[int | None, typer.Option(help="Resume this search id instead of starting one.")] = None,
+    export_dir: Annotated[Path | None, typer.Option(help="Where the front's layers are exported.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
+) -> None:
+    """Run a search (the main job): progress while it runs, then the Pareto front and exported winners."""
+    from evonorm_search.runner import SearchRunner
+
+    store = _open_store(db)
+    if resume is not None:
+        from db import NotFoundError
+        from evonorm_search.config import SearchConfig
+
+        try:
+            search = store.get_search(resume)
+        except NotFoundError:
+            raise fail(f"--resume: no search {resume}") from None
+        cfg = SearchConfig.model_validate(search.config)
+    else:
+        cfg = _load_search_config(config, preset, {"budget": budget, "strategy": strategy, "seed": seed})
+        search = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed)
+    console.print(f"search [bold]{search.id}[/] ({cfg.strategy}, budget {cfg.budget}, "
+                  f"objectives {', '.join(cfg.objectives)}) in {store.url}")
+    with _executor(executor, ray_address, cfg) as ex, _progress(cfg.budget) as (_bar, update):
+        runner = SearchRunner(store, search.id, ex, on_progress=update)
+        result = runner.run()
+    console.print(f"search {result.id}: [bold]{result.status}[/], {result.num_evaluated} evaluated, "
+                  f"{result.num_rejected} rejected of {result.num_candidates}")
+    _print_front(store, result.id)
+    out = export_dir or Path("runs") / f"search-{result.id}" / "winners"
+    paths = _export_winners(store, result.id, out)
+    if paths:
+        console.print(f"exported {len(paths)} winners to {out}/")
+    if summary_json:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(_summary(store, result.id), indent=2, default=str))
+        console.print(f"summary: {summary_json}")
+
+
+class _progress:
+    """A rich progress bar over candidates finished, with rejection counts and the best so far."""
+
+    def __init__(self, budget: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.fields[info]}"), console=console, transient=False)
+        self.task = self.bar.add_task("search", total=budget, info="")
+
+    def __enter__(self) -> tuple[Any, Any]:
+        self.bar.__enter__()
+        return self.bar, self.update
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def update(self, p: Any) -> None:
+        stages = " ".join(f"{k}:{v}" for k, v in sorted(p.by_stage.items()))
+        best = "/".join(f"{v:.3f}" for v in p.best) if p.best else "-"
+        info = (f"evaluated {p.evaluated}  in flight {p.in_flight}  rejected {p.rejected} [{stages}]  "
+                f"dup {p.duplicates}  best {best}")
+        self.bar.update(self.task, completed=p.finished, total=p.budget, info=escape(info))
+
+
+def _print_front(store: Any, search_id: int) -> None:
+    from evonorm_search.config import SearchConfig
+    from evonorm_search.summary import baselines, evaluated, pareto_front
+
+    search = store.get_search(search_id)
+    cfg = SearchConfig.model_validate(search.config)
+    rows = evaluated(store, search_id)
+    front = pareto_front(rows, cfg.maximise)
+    table = Table(title=f"Pareto front of search {search_id} (validation accuracy per objective)")
+    table.add_column("id")
+    table.add_column("formula")
+    for name in cfg.objectives:
+        table.add_column(name, justify="right")
+    table.add_column("origin")
+    for m in front:
+        table.add_row(str(m.candidate_id), m.formula, *(f"{v:.4f}" for v in m.objectives), m.origin[:40])
+    base = baselines(store, search_id, cfg)
+    for name, c in base.items():
+        scores = [f"{v:.4f}" for v in c.objectives] if c.objectives else \
+            [f"rejected: {c.rejection_stage}"] + [""] * (len(cfg.objectives) - 1)
+        table.add_row(f"[dim]{c.id}[/]", f"[dim]zoo {name}[/]", *scores, "[dim]baseline[/]")
+    console.print(table)
+
+
+def _export_winners(store: Any, search_id: int, out: Path) -> list[Path]:
+    from evonorm_search.config import SearchConfig
+    from evonorm_search.summary import evaluated, pareto_front
+
+    search = store.get_search(search_id)
+    cfg = SearchConfig.model_validate(search.config)
+    paths = []
+    for m in pareto_front(evaluated(store, search_id), cfg.maximise):
+        name = m.zoo_name or f"candidate_{m.candidate_id}"
+        data = export_bytes(m.graph, ExportFormat.PY, name=name, eps=cfg.eps)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}.py"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def _summary(store: Any, search_id: int) -> dict[str, Any]:
+    from evonorm_search.config import SearchConfig
+    from evonorm_search.summary import baselines, evaluated, hypervolume_history, pareto_front
+
+    search = store.get_search(search_id)
+    cfg = SearchConfig.model_validate(search.config)
+    maximise = cfg.maximise
+    rows = evaluated(store, search_id)
+    return {
+        "search_id": search.id, "status": search.status, "objectives": cfg.objectives,
+        "candidates": search.num_candidates, "evaluated": search.num_evaluated, "rejected": search.num_rejected,
+        "by_status": {str(k): v for k, v in store.count_by_status(search_id).items()},
+        "rejected_by_stage": store.count_by_rejection_stage(search_id),
+        "front": [{"id": m.candidate_id, "formula": m.formula, "objectives": m.objectives, "origin": m.origin}
+                  for m in pareto_front(rows, maximise)],
+        "baselines": {name: {"id": c.id, "objectives": c.objectives, "status": c.status,
+                             "rejection_stage": c.rejection_stage}
+                      for name, c in baselines(store, search_id, cfg).items()},
+        "hypervolume_history": hypervolume_history(rows, maximise),
+    }
+
+
+@app.command()
+def status(search_id: int, db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
+    """A search's status and counts."""
+    store = _open_store(db)
+    from db import NotFoundError
+
+    try:
+        summary = _summary(store, search_id)
+    except NotFoundError:
+        raise fail(f"no search {search_id}") from None
+    summary.pop("front")
+    summary.pop("hypervolume_history")
+    console.print_json(json.dumps(summary, default=str))
+
+
+@app.command()
+def front(search_id: int, db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
+    """Print a search's Pareto front beside its zoo baselines."""
+    from db import NotFoundError
+
+    try:
+        _print_front(_open_store(db), search_id)
+    except NotFoundError:
+        raise fail(f"no search {search_id}") from None
+
+
+@app.command("export-winners")
+def export_winners(
+    search_id: int,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory.")] = Path("winners"),
+    db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+) -> None:
+    """Export every layer on a search's Pareto front as a standalone .py module."""
+    from db import NotFoundError
+
+    try:
+        paths = _export_winners(_open_store(db), search_id, output)
+    except NotFoundError:
+        raise fail(f"no search {search_id}") from None
+    for p in paths:
+        console.print(str(p))
+
+
 def main() -> None:  # pragma: no cover
     app()
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on; anything but loopback needs a token.")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    db: Annotated[str | None, typer.Option(help="Database URL or SQLite path (default: settings).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: local).")] = None,
+    executor: Annotated[str | None, typer.Option(help="ray | inprocess (default: settings, ray).")] = None,
+    max_running: Annotated[int | None, typer.Option(min=0, help="Searches run at once; others queue.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the coordinator: REST API, live dashboard and the search runners, in one process.
+
+    Searches left running or queued by a previous run are resumed. Mutating calls need
+    `Authorization: Bearer $EVONORM_TOKEN` when EVONORM_TOKEN is set; it must be set to listen
+    beyond loopback.
+    """
+    from pydantic import ValidationError
+
+    from evonorm_search.settings import Settings
+
+    overrides: dict[str, Any] = {"db_url": db, "ray_address": ray_address, "executor": executor,
+                                 "max_running": max_running}
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise fail("invalid settings:\n" + "\n".join(lines)) from None
+    if host not in LOOPBACK_HOSTS and not settings.token:
+        raise fail(f"refusing to listen on {host!r} without a token: set EVONORM_TOKEN (mutating calls then "
+                   f"need 'Authorization: Bearer <token>'), or listen on {', '.join(LOOPBACK_HOSTS)}")
+
+    import uvicorn
+
+    from api.app import create_app
+
+    try:
+        application = create_app(settings)
+    except Exception as e:  # an unreachable database, a bad URL
+        raise fail(f"cannot open the store at {settings.db_url}: {e}", code=1) from None
+    shown = f"[{host}]" if ":" in host else host
+    store_url = application.state.evonorm.store.url
+    console.print(f"evonorm-search coordinator on http://{shown}:{port}/ (store {store_url}, "
+                  f"executor {settings.executor}{', token required' if settings.token else ''})")
+    # Open event streams (the dashboard's) must not hold a shutdown up for ever.
+    uvicorn.run(application, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

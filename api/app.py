@@ -1,0 +1,201 @@
+"""The FastAPI app: REST API, server-sent events, metrics and the dashboard, around one coordinator.
+
+    app = create_app(Settings(db_url="runs/evonorm.db", executor="inprocess"))
+
+The lifespan starts the coordinator (resuming searches left running or
+queued) and stops it on shutdown (handing running searches back to the
+queue, so the next start resumes them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.deps import AppState
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import candidates, dashboard, events, graphs, searches, system, zoo
+from api.routes.graphs import GraphFieldError
+from api.views import field_loc, maximise_of
+from db import NotFoundError, RetryableStoreError, Store, StoreError, TransitionError
+from evonorm_search.coordinator import Coordinator, ExecutorFactory
+from evonorm_search.live import CandidateCache, LiveFronts
+from evonorm_search.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Launch evolutionary searches for normalization-activation layers, follow their Pareto front
+live, and download the winning layers as PyTorch modules.
+
+* **Searches**: `POST /api/searches` with a search config; pause, resume, cancel.
+* **Candidates**: filter, sort, page or follow (`?after=`) a search's candidates; a candidate's graph,
+  formula, lineage and evaluations; its layer as `.py`, TorchScript or `torch.export`.
+* **Front**: the non-dominated candidates, the zoo baselines trained with the same recipe, hypervolume history.
+* **Events**: the store's event log as server-sent events.
+
+POST routes need `Authorization: Bearer <token>` when the server is configured with a token.
+"""
+
+TAGS = [
+    {"name": "searches", "description": "Launch and control searches; their candidates and front"},
+    {"name": "candidates", "description": "One candidate and its layer"},
+    {"name": "graphs", "description": "Validate your own graph or turn it into a module"},
+    {"name": "zoo", "description": "Known layers"},
+    {"name": "events", "description": "The event log, live"},
+    {"name": "system", "description": "Health and metrics"},
+]
+
+
+def _warm(state: AppState, n: int) -> None:
+    try:
+        for search in state.store.list_searches(limit=n):
+            state.fronts.snapshot(search.id, maximise_of(state, search))
+    except Exception:  # only a head start: a read does the same work when it needs it
+        log.debug("warming the fronts failed", exc_info=True)
+
+
+def _open_store(url: str) -> Store:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return Store(url)
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None,
+               coordinator: Coordinator | None = None, executor_factory: ExecutorFactory | None = None,
+               runner_kwargs: Mapping[str, Any] | None = None, warm_fronts: int = 8) -> FastAPI:
+    """The app around one store and one coordinator (built from `settings` unless given).
+
+    `executor_factory` / `runner_kwargs` go to the coordinator (tests inject a fast evaluation). On
+    startup the fronts of the `warm_fronts` newest searches are caught up with the event log in the
+    background, so the dashboard's first look at a big search does not wait for it.
+    """
+    settings = settings or get_settings()
+    owns_store = store is None
+    store = store or _open_store(settings.db_url)
+    coordinator = coordinator or Coordinator(
+        store, executor=settings.executor, ray_address=settings.ray_address, executor_factory=executor_factory,
+        runner_kwargs=runner_kwargs, max_running=settings.max_running)
+    metrics = Metrics(store, lambda: coordinator)
+    state = AppState(settings=settings, store=store, coordinator=coordinator, fronts=LiveFronts(store),
+                     candidates=CandidateCache(store), metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        coordinator.prepare()   # ray.init on the main thread, before the first runner needs it
+        resumed = await run_in_threadpool(coordinator.start)
+        if resumed:
+            log.info("resumed searches %s", resumed)
+        if warm_fronts:
+            threading.Thread(target=_warm, args=(state, warm_fronts), daemon=True, name="warm-fronts").start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(coordinator.stop)
+            if owns_store:
+                store.close()  # the engine stays usable: a later start reconnects
+
+    app = FastAPI(title="evonorm-search", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
+                  lifespan=lifespan)
+    app.state.evonorm = state
+    app.add_middleware(AllowHeaderMiddleware, openapi=lambda: app.openapi())
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _exception_handlers(app)
+    for module in (searches, candidates, graphs, zoo, events, system, dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    return app
+
+
+class AllowHeaderMiddleware:
+    """A 405 names every documented method of the path, not just those of the route that matched first.
+
+    FastAPI makes one route per method (GET and POST /api/searches are two routes), and Starlette's
+    405 lists the methods of the first one only. The OpenAPI document knows them all.
+    """
+
+    def __init__(self, app: ASGIApp, openapi: Callable[[], dict[str, Any]]) -> None:
+        self.app = app
+        self.openapi = openapi
+        self._paths: list[tuple[re.Pattern[str], str]] | None = None
+
+    def allowed(self, path: str) -> str | None:
+        if self._paths is None:
+            self._paths = [(re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$"),
+                            ", ".join(sorted(m.upper() for m in ops)))
+                           for template, ops in self.openapi().get("paths", {}).items()]
+        return next((methods for pattern, methods in self._paths if pattern.match(path)), None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                methods = self.allowed(scope["path"])
+                if methods:
+                    headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"allow"]
+                    message = {**message, "headers": [*headers, (b"allow", methods.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
+def _field(loc: list[Any]) -> str:
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    return ".".join(map(str, loc)) or "(body)"
+
+
+def _exception_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for e in exc.errors():
+            loc = list(e.get("loc", ()))
+            msg = str(e.get("msg", "invalid"))
+            kind = str(e.get("type", "value_error"))
+            errors.append({"loc": loc, "field": _field(loc), "msg": msg, "type": kind})
+        return JSONResponse({"detail": errors}, status_code=422)
+
+    @app.exception_handler(GraphFieldError)
+    async def bad_graph(request: Request, exc: GraphFieldError) -> JSONResponse:
+        loc: list[Any] = ["body", *exc.prefix, *field_loc(exc.field)]
+        parts = [*map(str, exc.prefix), *([exc.field] if exc.field != "$" else [])]
+        field = ".".join(parts)
+        return JSONResponse({"detail": [{"loc": loc, "field": field or "(body)", "msg": exc.message,
+                                         "type": "graph_error"}]}, status_code=422)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(TransitionError)
+    async def conflict(request: Request, exc: TransitionError) -> JSONResponse:
+        current, requested = str(exc.current), str(exc.requested)
+        detail = f"search {exc.search_id} is {current}: it cannot move to {requested}"
+        return JSONResponse({"detail": detail, "current": current, "requested": requested}, status_code=409)
+
+    @app.exception_handler(RetryableStoreError)
+    async def busy(request: Request, exc: RetryableStoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("store error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "database error"}, status_code=500)

@@ -1,0 +1,86 @@
+"""One candidate: its graph, formula, lineage, evaluations; its layer as a module to download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from api.deps import State
+from api.exports import export_response
+from api.schemas import MAX_ID, CandidateDetail, ErrorBody, EvaluationPublic, Layout, LineageEntry
+from api.views import baselines, candidate_summary, class_name, maximise_of, module_name, objectives_of
+from db import CandidateRecord, NotFoundError
+from evonorm_search.live import graph_formula
+from primitives import Graph
+from primitives.export import ExportFormat
+
+router = APIRouter(tags=["candidates"])
+
+CandidateId = Annotated[int, Path(ge=1, le=MAX_ID, description="Candidate id")]
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such candidate"}}
+
+
+def _lineage(state: State, c: CandidateRecord) -> list[LineageEntry]:
+    out: list[LineageEntry] = []
+    seen = {c.id}
+    parents = list(c.parent_ids)
+    while parents and len(out) < 100:
+        pid = parents[0]
+        if pid in seen:
+            break
+        seen.add(pid)
+        try:
+            p = state.candidates.get(pid)
+        except NotFoundError:
+            break
+        out.append(LineageEntry(id=p.id, formula=graph_formula(p.graph), status=p.status,
+                                generation=p.generation, mutation=p.mutation,
+                                objectives=list(p.objectives) if p.objectives is not None else None))
+        parents = list(p.parent_ids)
+    return out
+
+
+@router.get("/api/candidates/{candidate_id}", response_model=CandidateDetail,
+            responses={404: NOT_FOUND[404], 422: {"description": "Invalid id"}}, summary="One candidate")
+def get_candidate(state: State, candidate_id: CandidateId) -> CandidateDetail:
+    """Graph JSON, formula, lineage, per-task evaluations, rejection reason, and the search's baselines."""
+    c = state.candidates.get(candidate_id)
+    search = state.store.get_search(c.search_id)
+    source = c.reused_from if c.reused_from is not None else c.id
+    graph = Graph.loads(c.graph)
+    evaluations = [EvaluationPublic(backbone=e.backbone, task=e.task, objective=f"{e.backbone}:{e.task}",
+                                    metrics=e.metrics, wall_s=e.wall_s, worker=e.worker,
+                                    created_at=e.created_at)
+                   for e in state.store.evaluations_for(source)]
+    return CandidateDetail(
+        **candidate_summary(c).model_dump(), search_name=search.name,
+        objective_names=objectives_of(state, search), maximise=maximise_of(state, search),
+        graph=graph.to_json(), batch_dependent=graph.batch_dependent, fingerprint=c.fingerprint,
+        rejection_reason=c.rejection_reason, lineage=_lineage(state, c), evaluations=evaluations,
+        evaluations_from=source if evaluations else None, baselines=baselines(state, search),
+        eps=float(search.config.get("eps", 1e-5)), class_name=class_name(c))
+
+
+@router.get("/api/candidates/{candidate_id}/module", response_class=Response,
+            responses={200: {"description": "The layer as a file",
+                             "content": {"text/x-python": {"schema": {"type": "string"}},
+                                         "application/octet-stream": {"schema": {"type": "string",
+                                                                                 "format": "binary"}}}},
+                       404: NOT_FOUND[404], 422: {"description": "Invalid parameters"}},
+            summary="Download the candidate's layer")
+async def get_module(
+    state: State,
+    candidate_id: CandidateId,
+    format: Annotated[ExportFormat, Query(description="py (source), torchscript (.pt), export (.pt2)")]
+    = ExportFormat.PY,
+    layout: Annotated[Layout, Query(description="nchw (images) or tokens (B, T, C)")] = "nchw",
+    num_features: Annotated[int, Query(ge=1, le=4096, description="Width traced into .pt/.pt2 files")] = 64,
+) -> Response:
+    """A standalone `.py` (needs only torch), a TorchScript `.pt` or a `torch.export` `.pt2`."""
+    c = await run_in_threadpool(state.candidates.get, candidate_id)
+    search = await run_in_threadpool(state.store.get_search, c.search_id)
+    return await export_response(Graph.loads(c.graph), format, layout=layout, num_features=num_features,
+                                 name=module_name(c), eps=float(search.config.get("eps", 1e-5)))

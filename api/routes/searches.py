@@ -1,0 +1,206 @@
+"""Searches: launch, list, inspect, pause / resume / cancel; their candidates and Pareto front."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from api.deps import Authorized, State
+from api.schemas import (
+    MAX_ID,
+    CandidatePage,
+    ErrorBody,
+    FrontPublic,
+    PresetsPublic,
+    SearchDetail,
+    SearchList,
+    SearchPublic,
+    TransitionErrorBody,
+    ValidationErrorBody,
+)
+from api.views import candidate_summary, front, maximise_of, search_detail, search_public, status_counts
+from db import CandidateStatus, SearchStatus
+from evonorm_search.config import PRESETS, SearchConfig, load_config
+from primitives.zoo import ZOO
+from workers.backbones import BACKBONES, backbone_layout
+from workers.data import TASKS
+
+router = APIRouter(tags=["searches"])
+
+SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="Search id")]
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such search"}}
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token (when the server has one)"}}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": TransitionErrorBody, "description": "The search's status does not allow this"}}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrorBody, "description": "Invalid input; each error names its field"}}
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body could not be read (not JSON, not UTF-8)"}}
+
+_QUICK_EXAMPLE = load_config("quick", {"name": "quick-demo"}).model_dump(mode="json")
+_SMALL_EXAMPLE = {"name": "tiny", "budget": 16, "population_size": 4, "tournament_size": 2,
+                  "tasks": [{"backbone": "resnet", "task": "digits", "steps": 50}]}
+
+
+def _storable(config: SearchConfig) -> None:
+    """What JSON in every backend can hold: no NUL characters (PostgreSQL text), no infinities."""
+    def walk(value: Any, loc: list[str | int]) -> None:
+        bad = ("must not contain NUL characters" if isinstance(value, str) and "\x00" in value else
+               "must be a finite number" if isinstance(value, float) and not math.isfinite(value) else None)
+        if bad:
+            raise HTTPException(422, [{"loc": ["body", *loc], "field": ".".join(map(str, loc)) or "(body)",
+                                       "msg": bad, "type": "value_error"}])
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(k, loc)
+                walk(v, [*loc, k])
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, [*loc, i])
+
+    walk(config.model_dump(), [])
+
+
+def _strict(body: bytes) -> None:
+    """No silent coercion: `"budget": "5"` or `"cost_objective": 0` is a 422, not a guess."""
+    try:
+        SearchConfig.model_validate_json(body, strict=True)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+@router.post("/api/searches", status_code=201, response_model=SearchPublic, dependencies=[Authorized],
+             responses={**BAD_BODY, **UNAUTHORIZED, **INVALID}, summary="Launch a search")
+async def launch_search(
+    state: State,
+    request: Request,
+    config: Annotated[SearchConfig, Body(openapi_examples={
+        "quick": {"summary": "The quick preset (two tasks, 48 candidates)", "value": _QUICK_EXAMPLE},
+        "tiny": {"summary": "A tiny one-task search", "value": _SMALL_EXAMPLE}})],
+) -> SearchPublic:
+    """Create a search from a `SearchConfig` (every field optional; see `GET /api/presets`) and start it.
+
+    It starts `queued` and moves to `running` as soon as the coordinator has a free slot.
+    """
+    _storable(config)
+    _strict(await request.body())
+    if config.data_root is None and state.settings.data_dir:
+        config = config.model_copy(update={"data_root": state.settings.data_dir})
+    record = await run_in_threadpool(state.coordinator.launch, config)
+    return await run_in_threadpool(search_public, state, record)
+
+
+@router.get("/api/searches", response_model=SearchList, responses=INVALID, summary="List searches")
+def list_searches(
+    state: State,
+    status: Annotated[list[SearchStatus] | None, Query(max_length=6, description="Only these statuses")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> SearchList:
+    """Newest first."""
+    rows = state.store.list_searches(status=status or None, limit=limit, offset=offset)
+    return SearchList(items=[search_public(state, s) for s in rows], limit=limit, offset=offset,
+                      last_event_id=state.store.last_event_id())
+
+
+@router.get("/api/searches/{search_id}", response_model=SearchDetail, responses={**NOT_FOUND, **INVALID},
+            summary="A search with its counts")
+def get_search(state: State, search_id: SearchId) -> SearchDetail:
+    """The search, candidates per status and per rejection stage, and the live runner's progress."""
+    return search_detail(state, state.store.get_search(search_id))
+
+
+def _transition(action: str, doc: str) -> None:
+    @router.post(f"/api/searches/{{search_id}}/{action}", response_model=SearchPublic,
+                 dependencies=[Authorized], responses={**UNAUTHORIZED, **NOT_FOUND, **CONFLICT, **INVALID},
+                 summary=f"{action.title()} a search", operation_id=f"{action}_search", description=doc)
+    async def transition(state: State, search_id: SearchId) -> SearchPublic:
+        method = getattr(state.coordinator, action)
+        record = await run_in_threadpool(method, search_id)
+        return search_public(state, record)
+
+
+_transition("pause", "running or queued -> paused. In-flight candidates finish first; nothing new starts.")
+_transition("resume", "paused -> queued -> running: a fresh runner continues from the store.")
+_transition("cancel", "-> cancelled, from queued, running or paused. In-flight candidates are recorded as "
+                      "rejected at stage `cancelled`. 409 once the search has ended.")
+
+
+SortKey = Literal["id", "generation", "created_at", "updated_at"]
+
+
+@router.get("/api/searches/{search_id}/candidates", response_model=CandidatePage,
+            responses={**NOT_FOUND, **INVALID}, summary="A page of a search's candidates")
+def list_candidates(
+    state: State,
+    search_id: SearchId,
+    status: Annotated[list[CandidateStatus] | None, Query(max_length=4, description="Only these statuses")]
+    = None,
+    rejection_stage: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$",
+                                                 description="Only rejected at this stage")] = None,
+    sort: Annotated[SortKey, Query(description="Sort key (ties broken by id)")] = "id",
+    order: Annotated[Literal["asc", "desc"], Query()] = "asc",
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    after: Annotated[int | None, Query(ge=0, le=MAX_ID, description=(
+        "Cursor: only candidates with a larger id. Pass the last `next_after` to fetch only new rows; "
+        "status changes of older rows arrive as events (`/api/events`)."))] = None,
+) -> CandidatePage:
+    """Filter by status and rejection stage, sort, page with limit/offset, or follow with `after`."""
+    search = state.store.get_search(search_id)
+    total: int | None = None
+    if after is None:
+        statuses = set(status or CandidateStatus)
+        if rejection_stage is not None:
+            by_stage = state.fronts.snapshot(search_id, maximise_of(state, search)).by_stage
+            total = by_stage.get(rejection_stage, 0) if CandidateStatus.REJECTED in statuses else 0
+        elif not status:
+            total = search.num_candidates
+        else:
+            counts = status_counts(state, search).model_dump()
+            total = sum(counts[s.value] for s in statuses)
+    # Ids grow in creation order, so created_at order is id order, which an index serves.
+    key: SortKey = "id" if sort == "created_at" else sort
+    descending = order == "desc"
+    # An OFFSET walks the skipped rows: a page past the middle is read from the other end, reversed,
+    # so the last page costs what the first does (when no runner is adding rows meanwhile).
+    settled = search.status not in (SearchStatus.RUNNING, SearchStatus.QUEUED)
+    flip = settled and total is not None and 0 < offset < total and offset + limit > total - offset
+    if flip and total is not None:
+        skip, take = max(0, total - offset - limit), min(limit, total - offset)
+        rows = state.store.list_candidates(search_id, status=status or None, rejection_stage=rejection_stage,
+                                           order_by=key, descending=not descending, limit=take, offset=skip)
+        rows.reverse()
+    elif total is not None and offset >= total:
+        rows = []
+    else:
+        rows = state.store.list_candidates(search_id, status=status or None, rejection_stage=rejection_stage,
+                                           after_id=after, order_by=key, descending=descending, limit=limit,
+                                           offset=offset)
+    next_after = max((c.id for c in rows), default=after)
+    return CandidatePage(items=[candidate_summary(c) for c in rows], total=total, limit=limit, offset=offset,
+                         next_after=next_after)
+
+
+@router.get("/api/searches/{search_id}/front", response_model=FrontPublic, responses={**NOT_FOUND, **INVALID},
+            summary="The Pareto front, the zoo baselines and the hypervolume history")
+def get_front(state: State, search_id: SearchId) -> FrontPublic:
+    """Maintained incrementally from the event log: a read costs what is new since the last one."""
+    return front(state, state.store.get_search(search_id))
+
+
+@router.get("/api/presets", response_model=PresetsPublic, summary="What a launch form offers")
+def presets() -> PresetsPublic:
+    return PresetsPublic(
+        default=SearchConfig().model_dump(mode="json"),
+        presets={name: load_config(name).model_dump(mode="json") for name in PRESETS},
+        tasks={name: task.kind for name, task in TASKS.items()},
+        backbones={name: backbone_layout(name) for name in BACKBONES},
+        zoo_seeds=[name for name, layer in ZOO.items() if layer.in_search_space])

@@ -1,0 +1,653 @@
+/* evonorm-search dashboard: searches, the live Pareto front, candidates. No framework, no CDN. */
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const view = () => document.getElementById("view");
+const state = { route: null, cleanup: [] };
+window.__evonorm = { firstRender: null, renders: 0 };
+
+// -- helpers ------------------------------------------------------------------------------
+
+function esc(value) {
+  return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+function fmt(x, digits = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
+function when(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
+function short(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleDateString();
+}
+function badge(status) { return `<span class="badge ${esc(status)}">${esc(status)}</span>`; }
+
+function toast(message, isError = false) {
+  const el = document.getElementById("toast");
+  el.textContent = message;
+  el.className = "toast" + (isError ? " error" : "");
+  el.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { el.hidden = true; }, isError ? 7000 : 3000);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(typeof body?.detail === "string" ? body.detail : `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(path, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  const token = localStorage.getItem("evonorm.token");
+  if (options.method && options.method !== "GET" && token) headers.Authorization = `Bearer ${token}`;
+  if (options.json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(options.json);
+  }
+  const response = await fetch(path, { ...options, headers });
+  const text = await response.text();
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch (e) { body = { detail: text }; }
+  if (!response.ok) {
+    if (response.status === 401) toast("This server needs a bearer token: set it under “Token” (top right).", true);
+    throw new ApiError(response.status, body);
+  }
+  return body;
+}
+
+function errorText(err) {
+  if (err instanceof ApiError && Array.isArray(err.body?.detail)) {
+    return err.body.detail.map((d) => `${d.field || (d.loc || []).join(".")}: ${d.msg}`).join("\n");
+  }
+  return err.message || String(err);
+}
+
+function throttle(fn, ms) {
+  let timer = null, pending = false, last = 0;
+  return function run() {
+    const now = Date.now();
+    if (timer) { pending = true; return; }
+    const wait = Math.max(0, ms - (now - last));
+    timer = setTimeout(async () => {
+      last = Date.now();
+      try { await fn(); } catch (e) { console.warn(e); }
+      timer = null;
+      if (pending) { pending = false; run(); }
+    }, wait);
+  };
+}
+
+function onCleanup(fn) { state.cleanup.push(fn); }
+
+function follow(params, onEvent) {
+  const live = document.getElementById("live");
+  const source = new EventSource(`/api/events?${new URLSearchParams(params)}`);
+  source.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
+  source.onerror = () => { live.textContent = "reconnecting"; live.classList.remove("on"); };
+  source.onmessage = (e) => onEvent(e);
+  for (const kind of ["search_created", "search_status", "candidates_added", "candidate_finished", "rerank_added"]) {
+    source.addEventListener(kind, onEvent);
+  }
+  onCleanup(() => { source.close(); live.textContent = "not live"; live.classList.remove("on"); });
+  return source;
+}
+
+async function control(searchId, action) {
+  try {
+    await api(`/api/searches/${searchId}/${action}`, { method: "POST" });
+    toast(`${action}: done`);
+  } catch (err) {
+    toast(`${action} failed: ${errorText(err)}`, true);
+  }
+}
+
+function controls(s, compact = false) {
+  const can = {
+    pause: ["queued", "running"].includes(s.status),
+    resume: s.status === "paused",
+    cancel: ["queued", "running", "paused"].includes(s.status),
+  };
+  return ["pause", "resume", "cancel"].filter((a) => can[a] || !compact).map((a) =>
+    `<button data-action="${a}" data-search="${s.id}" ${can[a] ? "" : "disabled"}>${a}</button>`).join(" ");
+}
+
+function bindControls(root, after) {
+  root.querySelectorAll("button[data-action]").forEach((b) => b.addEventListener("click", async (e) => {
+    e.stopPropagation();
+    b.disabled = true;
+    await control(b.dataset.search, b.dataset.action);
+    after();
+  }));
+}
+
+// -- router -----------------------------------------------------------------------------
+
+const routes = [
+  [/^#?\/?$/, renderSearches],
+  [/^#\/search\/(\d+)$/, (m) => renderSearch(Number(m[1]))],
+  [/^#\/candidate\/(\d+)$/, (m) => renderCandidate(Number(m[1]))],
+  [/^#\/zoo$/, renderZoo],
+];
+
+async function route() {
+  state.cleanup.splice(0).forEach((fn) => { try { fn(); } catch (e) { /* ignore */ } });
+  const hash = location.hash || "#/";
+  for (const [pattern, render] of routes) {
+    const m = hash.match(pattern);
+    if (m) {
+      document.body.dataset.view = "loading";
+      try { await render(m); } catch (err) {
+        view().innerHTML = `<div class="panel"><h2>Could not load this page</h2><p class="errors">${esc(errorText(err))}</p></div>`;
+      }
+      return;
+    }
+  }
+  view().innerHTML = `<div class="panel">Not found. <a href="#/">Searches</a></div>`;
+}
+
+// -- searches list + launch form --------------------------------------------------------------
+
+async function renderSearches() {
+  const options = await api("/api/presets");
+  view().innerHTML = `
+    <div class="grid list">
+      <section class="panel">
+        <div class="panel-head"><h2>Searches</h2><span class="spacer"></span><span class="muted" id="search-count"></span></div>
+        <div class="table-wrap"><table id="searches">
+          <thead><tr><th>id</th><th>name</th><th>status</th><th>progress</th><th>evaluated</th><th>rejected</th><th>objectives</th><th>created</th><th>control</th></tr></thead>
+          <tbody></tbody></table></div>
+      </section>
+      <section class="panel">
+        <div class="panel-head"><h2>Launch a search</h2></div>
+        ${launchForm(options)}
+      </section>
+    </div>`;
+  const form = $("#launch");
+  fillForm(form, options.presets.quick, options);
+  form.preset.addEventListener("change", () => {
+    const p = form.preset.value === "default" ? options.default : options.presets[form.preset.value];
+    fillForm(form, p, options);
+  });
+  $("#add-task").addEventListener("click", () => addTaskRow(form, { backbone: "resnet", task: "shapes32" }, options));
+  form.addEventListener("submit", (e) => { e.preventDefault(); launch(form, options); });
+
+  let lastEvent = 0;
+  const refresh = async () => {
+    const list = await api("/api/searches?limit=100");
+    lastEvent = list.last_event_id;
+    $("#search-count").textContent = `${list.items.length} shown`;
+    const tbody = $("#searches tbody");
+    tbody.innerHTML = list.items.map((s) => {
+      const done = s.num_evaluated + s.num_rejected;
+      const pct = s.budget ? Math.min(100, (100 * done) / s.budget) : 0;
+      return `<tr class="clickable" data-id="${s.id}">
+        <td>${s.id}</td><td class="clip"><b>${esc(s.name)}</b></td><td>${badge(s.status)}</td>
+        <td><div class="progress" title="${done} of ${s.budget}"><i style="width:${pct}%"></i></div><span class="muted">${done} / ${s.budget}</span></td>
+        <td class="num">${s.num_evaluated}</td><td class="num">${s.num_rejected}</td>
+        <td class="muted small">${s.objectives.map(esc).join("<br>")}</td><td class="muted nowrap" title="${esc(when(s.created_at))}">${short(s.created_at)}</td>
+        <td class="nowrap">${controls(s, true)}</td></tr>`;
+    }).join("") || `<tr><td colspan="9" class="muted">No searches yet: launch one.</td></tr>`;
+    tbody.querySelectorAll("tr.clickable").forEach((tr) =>
+      tr.addEventListener("click", () => { location.hash = `#/search/${tr.dataset.id}`; }));
+    bindControls(tbody, refresh);
+  };
+  await refresh();
+  document.body.dataset.view = "searches";
+  const live = throttle(refresh, 1000);
+  follow({ after: lastEvent }, (e) => {
+    if (e.type !== "candidates_added") live();
+  });
+}
+
+function launchForm(options) {
+  const presetOptions = ["quick", ...Object.keys(options.presets).filter((p) => p !== "quick"), "default"]
+    .map((p) => `<option value="${p}">${p}</option>`).join("");
+  const seeds = options.zoo_seeds.map((z) =>
+    `<label><input type="checkbox" name="seed_with_zoo" value="${esc(z)}"> ${esc(z)}</label>`).join("");
+  return `<form id="launch" class="launch" novalidate>
+    <label>Preset<select name="preset">${presetOptions}</select></label>
+    <label>Name<input name="name" data-field="name" maxlength="200"></label>
+    <label>Strategy<select name="strategy" data-field="strategy"><option>evolution</option><option>random</option></select></label>
+    <label>Budget<input name="budget" data-field="budget" type="number" min="1"></label>
+    <label>Population<input name="population_size" data-field="population_size" type="number" min="1"></label>
+    <label>Tournament<input name="tournament_size" data-field="tournament_size" type="number" min="1"></label>
+    <label>In flight<input name="in_flight" data-field="in_flight" type="number" min="1"></label>
+    <label>Seed<input name="seed" data-field="seed" type="number" min="0"></label>
+    <label class="wide"><span><input type="checkbox" name="batch_independent" data-field="batch_independent"> batch-independent layers only (S-series)</span></label>
+    <div class="wide"><label>Proxy tasks (one objective each)</label><div id="tasks" data-field="tasks"></div>
+      <button type="button" id="add-task">+ task</button></div>
+    <div class="wide"><label>Seed the population with zoo layers</label><div class="checks" data-field="seed_with_zoo">${seeds}</div></div>
+    <label class="wide">More fields as JSON (merged over the form)<textarea name="extra" data-field="extra" placeholder='{"rejection": {"quality_steps": 50}}'></textarea></label>
+    <div class="wide"><div id="launch-errors" class="errors"></div>
+      <button class="primary" type="submit" id="launch-button">Launch</button></div>
+  </form>`;
+}
+
+function fillForm(form, cfg, options) {
+  for (const name of ["name", "strategy", "budget", "population_size", "tournament_size", "in_flight", "seed"]) {
+    if (cfg[name] !== undefined) form[name].value = cfg[name];
+  }
+  form.batch_independent.checked = !!cfg.batch_independent;
+  const seeds = new Set(cfg.seed_with_zoo || []);
+  form.querySelectorAll('input[name="seed_with_zoo"]').forEach((c) => { c.checked = seeds.has(c.value); });
+  $("#tasks", form).innerHTML = "";
+  (cfg.tasks || []).forEach((t) => addTaskRow(form, t, options));
+  form.extra.value = "";
+}
+
+function addTaskRow(form, task, options) {
+  const row = document.createElement("div");
+  row.className = "task-row";
+  const backbones = Object.keys(options.backbones).map((b) =>
+    `<option ${b === task.backbone ? "selected" : ""}>${esc(b)}</option>`).join("");
+  const tasks = Object.keys(options.tasks).map((t) =>
+    `<option ${t === task.task ? "selected" : ""}>${esc(t)}</option>`).join("");
+  row.innerHTML = `<label>backbone<select name="t_backbone">${backbones}</select></label>
+    <label>data<select name="t_task">${tasks}</select></label>
+    <label>steps<input name="t_steps" type="number" min="1" placeholder="recipe" value="${task.steps ?? ""}"></label>
+    <button type="button" title="remove">✕</button>`;
+  row.querySelector("button").addEventListener("click", () => row.remove());
+  $("#tasks", form).appendChild(row);
+}
+
+function readForm(form) {
+  const cfg = {};
+  for (const name of ["name", "strategy"]) cfg[name] = form[name].value;
+  for (const name of ["budget", "population_size", "tournament_size", "in_flight", "seed"]) {
+    if (form[name].value !== "") cfg[name] = Number(form[name].value);
+  }
+  cfg.batch_independent = form.batch_independent.checked;
+  cfg.seed_with_zoo = [...form.querySelectorAll('input[name="seed_with_zoo"]:checked')].map((c) => c.value);
+  cfg.tasks = [...form.querySelectorAll(".task-row")].map((row) => {
+    const t = { backbone: row.querySelector('[name="t_backbone"]').value, task: row.querySelector('[name="t_task"]').value };
+    const steps = row.querySelector('[name="t_steps"]').value;
+    if (steps !== "") t.steps = Number(steps);
+    return t;
+  });
+  if (form.extra.value.trim()) Object.assign(cfg, JSON.parse(form.extra.value));
+  return cfg;
+}
+
+async function launch(form, options) {
+  const errors = $("#launch-errors");
+  form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
+  errors.textContent = "";
+  let cfg;
+  try { cfg = readForm(form); } catch (e) {
+    form.extra.classList.add("invalid");
+    errors.textContent = `extra: not valid JSON (${e.message})`;
+    return;
+  }
+  const button = $("#launch-button");
+  button.disabled = true;
+  try {
+    const search = await api("/api/searches", { method: "POST", json: cfg });
+    toast(`search ${search.id} launched`);
+    location.hash = `#/search/${search.id}`;
+  } catch (err) {
+    errors.textContent = errorText(err);
+    if (err instanceof ApiError && Array.isArray(err.body?.detail)) {
+      for (const d of err.body.detail) {
+        const top = String(d.field || "").split(/[.[]/)[0];
+        const el = form.querySelector(`[data-field="${CSS.escape(top)}"]`);
+        if (el) el.classList.add("invalid");
+      }
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- one search --------------------------------------------------------------------------------
+
+async function renderSearch(id) {
+  const s = await api(`/api/searches/${id}`);
+  const names = s.objectives;
+  const table = { sort: "id", order: "desc", offset: 0, limit: 50, status: "", stage: "" };
+  const axes = { x: 0, y: Math.min(1, names.length - 1) };
+  const axisOptions = (sel) => names.map((n, i) => `<option value="${i}" ${i === sel ? "selected" : ""}>${esc(n)}</option>`).join("");
+  view().innerHTML = `
+    <div class="page-head">
+      <div><h1 id="search-title"></h1><div class="muted" id="search-sub"></div></div>
+      <span class="spacer"></span><div class="actions" id="search-actions"></div>
+    </div>
+    <div class="stats" id="stats"></div>
+    <div class="grid two">
+      <section class="panel">
+        <div class="panel-head"><h2>Pareto front</h2><span class="spacer"></span>
+          <label>x<select id="axis-x">${axisOptions(axes.x)}</select></label>
+          <label>y<select id="axis-y">${axisOptions(axes.y)}</select></label></div>
+        <div id="front-plot" class="plot" data-points="0"></div>
+        <div class="muted">Points: non-dominated candidates (click one to open it). Stars: zoo layers seeded into this search, trained with the same recipe.</div>
+      </section>
+      <div class="grid">
+        <section class="panel"><h2>Hypervolume</h2><div id="hv-plot" class="plot small"></div></section>
+        <section class="panel"><h2>Candidates by status</h2><div class="bars" id="status-bars"></div>
+          <h2 style="margin-top:12px">Rejected by stage</h2><div class="bars" id="stage-bars"></div></section>
+      </div>
+    </div>
+    <section class="panel" style="margin-top:16px">
+      <div class="panel-head"><h2>Candidates</h2><span class="spacer"></span>
+        <div class="filters">
+          <label>status<select id="f-status"><option value="">any</option><option>pending</option><option>evaluating</option><option>evaluated</option><option>rejected</option></select></label>
+          <label>rejection stage<select id="f-stage"><option value="">any</option></select></label>
+        </div></div>
+      <div class="table-wrap"><table id="candidates"><thead></thead><tbody></tbody></table></div>
+      <div class="pager"><span class="muted" id="page-info"></span>
+        <button id="prev">‹ prev</button><button id="next">next ›</button></div>
+    </section>`;
+
+  let front = null;
+  let detail = s;
+  let rendered = { front: false, table: false };
+  const markRendered = (what) => {
+    rendered[what] = true;
+    if (rendered.front && rendered.table && window.__evonorm.firstRender === null) {
+      window.__evonorm.firstRender = performance.now();
+      document.body.dataset.view = "search";
+    }
+    window.__evonorm.renders += 1;
+  };
+
+  const renderHead = () => {
+    $("#search-title").innerHTML = `${esc(detail.name)} <span class="muted">#${detail.id}</span> ${badge(detail.status)}`;
+    $("#search-sub").textContent = `${detail.strategy}, budget ${detail.budget} · objectives: ${names.join(", ")}` +
+      (detail.error ? ` · error: ${detail.error}` : "");
+    $("#search-actions").innerHTML = controls(detail);
+    bindControls($("#search-actions"), refreshAll);
+    const c = detail.counts;
+    const finished = c.evaluated + c.rejected;
+    const stats = [
+      [`${finished} / ${detail.budget}`, "finished / budget"], [c.evaluated, "evaluated"], [c.rejected, "rejected"],
+      [c.evaluating, "evaluating"], [c.pending, "pending"],
+      [front ? front.members.length : "–", "on the front"], [front ? fmt(front.hypervolume, 4) : "–", "hypervolume"],
+    ];
+    $("#stats").innerHTML = stats.map(([v, l]) => `<div class="stat"><b>${esc(v)}</b><span>${esc(l)}</span></div>`).join("");
+    const total = Math.max(1, detail.num_candidates);
+    $("#status-bars").innerHTML = ["pending", "evaluating", "evaluated", "rejected"].map((k) =>
+      `<div class="bar-row"><span>${k}</span><div class="bar ${k}"><i style="width:${(100 * c[k]) / total}%"></i></div><span class="num">${c[k]}</span></div>`).join("");
+    const stages = Object.entries(detail.rejected_by_stage);
+    const rej = Math.max(1, c.rejected);
+    $("#stage-bars").innerHTML = stages.length ? stages.map(([k, v]) =>
+      `<div class="bar-row"><span>${esc(k)}</span><div class="bar rejected"><i style="width:${(100 * v) / rej}%"></i></div><span class="num">${v}</span></div>`).join("")
+      : `<span class="muted">none yet</span>`;
+    const stageSel = $("#f-stage");
+    const current = stageSel.value;
+    stageSel.innerHTML = `<option value="">any</option>` + stages.map(([k]) => `<option ${k === current ? "selected" : ""}>${esc(k)}</option>`).join("");
+  };
+
+  const axisTitle = (i) => `${names[i]} ${front.maximise[i] ? "↑" : "↓ (lower is better)"}`;
+  const renderFront = () => {
+    const xi = axes.x, yi = axes.y;
+    const members = front.members;
+    const pts = members.map((m) => ({ x: m.objectives[xi], y: m.objectives[yi], m }));
+    // The 2-D front of the chosen pair, as a staircase (a minimised objective counts backwards).
+    const sx = front.maximise[xi] ? 1 : -1, sy = front.maximise[yi] ? 1 : -1;
+    const sorted = [...pts].sort((a, b) => sx * (b.x - a.x) || sy * (b.y - a.y));
+    const stairs = [];
+    let best = -Infinity;
+    for (const p of sorted) if (sy * p.y > best) { stairs.push(p); best = sy * p.y; }
+    const traces = [
+      { x: stairs.map((p) => p.x), y: stairs.map((p) => p.y), mode: "lines", line: { shape: "hv", color: "#93c5fd", width: 1.5 },
+        hoverinfo: "skip", showlegend: false, name: "2-D front" },
+      { x: pts.map((p) => p.x), y: pts.map((p) => p.y), mode: "markers", type: "scatter", name: "front",
+        customdata: pts.map((p) => p.m.id), text: pts.map((p) => `#${p.m.id} ${p.m.formula}`),
+        hovertemplate: "%{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
+        marker: { size: 11, color: "#2563eb", line: { color: "#fff", width: 1 } } },
+    ];
+    const base = front.baselines.filter((b) => b.objectives);
+    if (base.length) {
+      traces.push({ x: base.map((b) => b.objectives[xi]), y: base.map((b) => b.objectives[yi]), mode: "markers+text",
+        name: "zoo baselines", customdata: base.map((b) => b.candidate_id), text: base.map((b) => b.name),
+        textposition: "top center", textfont: { size: 11, color: "#b45309" },
+        hovertemplate: "zoo %{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
+        marker: { symbol: "star", size: 15, color: "#f59e0b", line: { color: "#92400e", width: 1 } } });
+    }
+    const layout = {
+      margin: { l: 56, r: 12, t: 10, b: 46 }, hovermode: "closest", legend: { orientation: "h", y: -0.18 },
+      xaxis: { title: { text: axisTitle(xi) }, zeroline: false }, yaxis: { title: { text: axisTitle(yi) }, zeroline: false },
+      plot_bgcolor: "#fbfcfe",
+    };
+    const el = $("#front-plot");
+    Plotly.react(el, traces, layout, { displaylogo: false, responsive: true });
+    el.dataset.points = String(pts.length);
+    if (!el.dataset.bound) {
+      el.dataset.bound = "1";
+      el.on("plotly_click", (ev) => {
+        const p = ev.points && ev.points[0];
+        if (p && p.customdata) location.hash = `#/candidate/${p.customdata}`;
+      });
+    }
+    const hv = front.hypervolume_history;
+    Plotly.react($("#hv-plot"), [{ x: hv.map((h) => h.finished), y: hv.map((h) => h.hypervolume), mode: "lines+markers",
+      line: { shape: "hv", color: "#16a34a" }, marker: { size: 4 }, hovertemplate: "%{y:.4f} after %{x} candidates<extra></extra>" }],
+      { margin: { l: 50, r: 10, t: 6, b: 40 }, xaxis: { title: { text: "candidates finished" } }, yaxis: { title: { text: "hypervolume" }, rangemode: "tozero" } },
+      { displaylogo: false, responsive: true, displayModeBar: false });
+    markRendered("front");
+  };
+
+  const sortable = { id: "id", generation: "generation", updated_at: "updated" };
+  const renderTable = async () => {
+    const params = new URLSearchParams({ sort: table.sort, order: table.order, limit: table.limit, offset: table.offset });
+    if (table.status) params.append("status", table.status);
+    if (table.stage) params.set("rejection_stage", table.stage);
+    const page = await api(`/api/searches/${id}/candidates?${params}`);
+    const head = [["id", "id"], ["status", null], ["formula", null], ...names.map((n) => [n, null]),
+      ["stage", null], ["generation", "generation"], ["origin", null], ["updated", "updated_at"]];
+    $("#candidates thead").innerHTML = "<tr>" + head.map(([label, key]) => {
+      const cls = key ? `sortable ${table.sort === key ? "sorted" : ""}` : "";
+      const arrow = key && table.sort === key ? (table.order === "asc" ? " ▲" : " ▼") : "";
+      return `<th class="${cls}" ${key ? `data-sort="${key}"` : ""}>${esc(label)}${arrow}</th>`;
+    }).join("") + "</tr>";
+    $("#candidates tbody").innerHTML = page.items.map((c) => `<tr class="clickable" data-id="${c.id}">
+      <td>${c.id}</td><td>${badge(c.status)}</td><td class="formula" title="${esc(c.formula)}">${esc(c.formula)}</td>
+      ${names.map((_, i) => `<td class="num">${c.objectives ? fmt(c.objectives[i]) : ""}</td>`).join("")}
+      <td>${esc(c.rejection_stage || "")}</td><td class="num">${c.generation}</td>
+      <td class="muted clip" title="${esc(c.mutation || "")}">${esc(c.reused_from ? `dup of #${c.reused_from}` : c.mutation || "")}</td>
+      <td class="muted nowrap" title="${esc(when(c.updated_at))}">${short(c.updated_at)}</td></tr>`).join("") ||
+      `<tr><td colspan="${head.length}" class="muted">No candidates match.</td></tr>`;
+    $("#candidates tbody").querySelectorAll("tr.clickable").forEach((tr) =>
+      tr.addEventListener("click", () => { location.hash = `#/candidate/${tr.dataset.id}`; }));
+    $("#candidates thead").querySelectorAll("th[data-sort]").forEach((th) => th.addEventListener("click", () => {
+      const key = th.dataset.sort;
+      if (table.sort === key) table.order = table.order === "asc" ? "desc" : "asc";
+      else { table.sort = key; table.order = "desc"; }
+      table.offset = 0;
+      renderTable();
+    }));
+    const total = page.total ?? 0;
+    const pages = Math.max(1, Math.ceil(total / table.limit));
+    $("#page-info").textContent = `${total.toLocaleString()} candidates · page ${Math.floor(table.offset / table.limit) + 1} of ${pages.toLocaleString()}`;
+    $("#prev").disabled = table.offset === 0;
+    $("#next").disabled = table.offset + table.limit >= total;
+    markRendered("table");
+  };
+  $("#prev").addEventListener("click", () => { table.offset = Math.max(0, table.offset - table.limit); renderTable(); });
+  $("#next").addEventListener("click", () => { table.offset += table.limit; renderTable(); });
+  $("#f-status").addEventListener("change", (e) => { table.status = e.target.value; table.offset = 0; renderTable(); });
+  $("#f-stage").addEventListener("change", (e) => { table.stage = e.target.value; table.offset = 0; renderTable(); });
+  $("#axis-x").addEventListener("change", (e) => { axes.x = Number(e.target.value); renderFront(); });
+  $("#axis-y").addEventListener("change", (e) => { axes.y = Number(e.target.value); renderFront(); });
+
+  async function refreshAll() {
+    [detail, front] = await Promise.all([api(`/api/searches/${id}`), api(`/api/searches/${id}/front`)]);
+    renderHead();
+    renderFront();
+    await renderTable();
+  }
+
+  front = await api(`/api/searches/${id}/front`);
+  renderHead();
+  renderFront();
+  await renderTable();
+  const live = throttle(refreshAll, 1000);
+  follow({ search_id: id, after: front.last_event_id }, () => live());
+}
+
+// -- one candidate ---------------------------------------------------------------------------------
+
+async function renderCandidate(id) {
+  const c = await api(`/api/candidates/${id}`);
+  const names = c.objective_names;
+  const base = c.baselines;
+  const scoreRows = names.map((n, i) => {
+    const mine = c.objectives ? c.objectives[i] : null;
+    const cells = [mine, ...base.map((b) => (b.objectives ? b.objectives[i] : null))];
+    const max = Math.max(1e-9, ...cells.filter((v) => v !== null));
+    const cell = (v, cls) => v === null ? `<td class="muted">–</td>` :
+      `<td><div class="score-cell"><div class="score-bar ${cls}" style="width:${Math.round((70 * v) / max)}px"></div>${fmt(v, 4)}</div></td>`;
+    return `<tr><td>${esc(n)}</td>${cell(mine, "")}${base.map((b) => cell(b.objectives ? b.objectives[i] : null, "base")).join("")}</tr>`;
+  }).join("");
+  const evals = c.evaluations.map((e) => `<tr><td>${esc(e.objective)}</td><td class="num">${fmt(e.metrics.accuracy, 4)}</td>
+    <td class="num">${fmt(e.metrics.loss, 4)}</td><td class="num">${esc(e.metrics.steps ?? "")}</td>
+    <td class="num">${fmt(e.wall_s, 1)}</td><td class="muted">${esc(e.worker || "")}</td></tr>`).join("");
+  const lineage = c.lineage.map((p) => `<tr class="clickable" data-id="${p.id}"><td>#${p.id}</td><td>${badge(p.status)}</td>
+    <td class="formula">${esc(p.formula)}</td><td class="muted">${esc(p.mutation || "")}</td>
+    <td class="num">${p.objectives ? p.objectives.map((v) => fmt(v)).join(" / ") : ""}</td></tr>`).join("");
+  const dl = (fmtName, label) => `<a class="button ${fmtName === "py" ? "primary" : ""}" data-format="${fmtName}"
+    href="/api/candidates/${c.id}/module?format=${fmtName}" download>${label}</a>`;
+  view().innerHTML = `
+    <div class="page-head"><div>
+      <h1>Candidate #${c.id} ${badge(c.status)}</h1>
+      <div class="muted">search <a href="#/search/${c.search_id}">${esc(c.search_name)} #${c.search_id}</a> · generation ${c.generation}
+        · ${esc(c.mutation || "")}${c.reused_from ? ` · functional duplicate of <a href="#/candidate/${c.reused_from}">#${c.reused_from}</a>` : ""}</div>
+    </div><span class="spacer"></span>
+    <div class="actions" id="downloads">
+      <label>layout<select id="dl-layout"><option value="nchw">nchw (images)</option><option value="tokens">tokens (B, T, C)</option></select></label>
+      ${dl("py", "⬇ .py module")} ${dl("torchscript", "⬇ TorchScript .pt")} ${dl("export", "⬇ torch.export .pt2")}
+    </div></div>
+    <div class="formula-big" id="formula">y = ${esc(c.formula)}</div>
+    <p class="muted">then a per-channel affine: out = y · weight + bias. Class <code id="class-name">${esc(c.class_name)}</code><code>(num_features)</code>, eps ${c.eps}${c.batch_dependent ? ", uses batch statistics" : ", batch-independent"}.</p>
+    ${c.rejection_stage ? `<div class="panel" style="margin-bottom:16px"><b>Rejected at ${esc(c.rejection_stage)}</b><p class="errors">${esc(c.rejection_reason || "")}</p></div>` : ""}
+    <div class="grid halves">
+      <section class="panel"><h2>Graph</h2><div class="graph-svg" id="graph"></div></section>
+      <section class="panel"><h2>Scores beside the zoo baselines</h2>
+        <div class="table-wrap"><table id="scores"><thead><tr><th>objective</th><th>#${c.id}</th>${base.map((b) => `<th><a href="#/candidate/${b.candidate_id}">${esc(b.name)}</a></th>`).join("")}</tr></thead>
+        <tbody>${scoreRows}</tbody></table></div>
+        ${c.evaluations.length ? `<h2 style="margin-top:14px">Training${c.evaluations_from !== c.id ? ` (of #${c.evaluations_from})` : ""}</h2>
+        <table><thead><tr><th>objective</th><th>accuracy</th><th>loss</th><th>steps</th><th>seconds</th><th>worker</th></tr></thead><tbody>${evals}</tbody></table>` : ""}
+      </section>
+    </div>
+    <div class="grid halves" style="margin-top:16px">
+      <section class="panel"><h2>Lineage</h2>${lineage ? `<table><thead><tr><th>id</th><th>status</th><th>formula</th><th>mutation</th><th>scores</th></tr></thead><tbody>${lineage}</tbody></table>` : `<p class="muted">No ancestors: ${esc(c.mutation || "a random graph")}.</p>`}</section>
+      <section class="panel"><h2>Graph JSON</h2><pre class="json" id="graph-json">${esc(graphJson(c.graph))}</pre></section>
+    </div>`;
+  $("#graph").appendChild(drawGraph(c.graph));
+  view().querySelectorAll("tr.clickable").forEach((tr) =>
+    tr.addEventListener("click", () => { location.hash = `#/candidate/${tr.dataset.id}`; }));
+  $("#dl-layout").addEventListener("change", (e) => {
+    view().querySelectorAll("#downloads a[data-format]").forEach((a) => {
+      a.href = `/api/candidates/${c.id}/module?format=${a.dataset.format}&layout=${e.target.value}`;
+    });
+  });
+  document.body.dataset.view = "candidate";
+}
+
+const INPUTS = ["x", "0", "v0", "v1"];
+
+function graphJson(graph) {
+  const nodes = graph.nodes.map((n, k) => `    ${JSON.stringify(n)}${k < graph.nodes.length - 1 ? "," : ""}`);
+  return `{\n  "schema": ${JSON.stringify(graph.schema)},\n  "nodes": [\n${nodes.join("\n")}\n  ]\n}`;
+}
+
+function drawGraph(graph) {
+  const nodes = graph.nodes;
+  const n = 4 + nodes.length;
+  const out = n - 1;
+  const inputsOf = (i) => (i < 4 ? [] : nodes[i - 4].inputs);
+  const live = new Set();
+  const stack = [out];
+  while (stack.length) {
+    const i = stack.pop();
+    if (live.has(i)) continue;
+    live.add(i);
+    stack.push(...inputsOf(i));
+  }
+  const depth = [];
+  for (let i = 0; i < n; i++) depth[i] = i < 4 ? 0 : 1 + Math.max(...inputsOf(i).map((j) => depth[j]));
+  const columns = [];
+  for (let i = 0; i < n; i++) (columns[depth[i]] ||= []).push(i);
+  const W = 112, H = 32, GX = 34, GY = 14;
+  const pos = [];
+  const tallest = Math.max(...columns.map((c) => c.length));
+  columns.forEach((col, d) => col.forEach((i, k) => {
+    const offset = ((tallest - col.length) * (H + GY)) / 2;
+    pos[i] = { x: 10 + d * (W + GX), y: 10 + offset + k * (H + GY) };
+  }));
+  const width = 20 + columns.length * (W + GX) - GX;
+  const height = 20 + tallest * (H + GY) - GY;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.style.maxWidth = "100%";
+  svg.style.height = "auto";
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", "layer graph");
+  for (let i = 4; i < n; i++) {
+    for (const j of inputsOf(i)) {
+      const a = pos[j], b = pos[i];
+      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+      const path = document.createElementNS(ns, "path");
+      path.setAttribute("d", `M${x1},${y1} C${x1 + GX / 2},${y1} ${x2 - GX / 2},${y2} ${x2},${y2}`);
+      path.setAttribute("class", "edge" + (live.has(i) ? "" : " dead"));
+      svg.appendChild(path);
+    }
+  }
+  for (let i = 0; i < n; i++) {
+    const g = document.createElementNS(ns, "g");
+    g.setAttribute("class", "node" + (i < 4 ? " input" : "") + (i === out ? " output" : "") + (live.has(i) ? "" : " dead"));
+    const rect = document.createElementNS(ns, "rect");
+    rect.setAttribute("x", pos[i].x); rect.setAttribute("y", pos[i].y);
+    rect.setAttribute("width", W); rect.setAttribute("height", H); rect.setAttribute("rx", 7);
+    const text = document.createElementNS(ns, "text");
+    text.setAttribute("x", pos[i].x + W / 2); text.setAttribute("y", pos[i].y + H / 2 + 4);
+    text.setAttribute("text-anchor", "middle");
+    text.textContent = i < 4 ? INPUTS[i] : `${i}: ${nodes[i - 4].op}`;
+    const title = document.createElementNS(ns, "title");
+    title.textContent = i < 4 ? `input ${INPUTS[i]}` : `node ${i}: ${nodes[i - 4].op}(${nodes[i - 4].inputs.join(", ")})`;
+    g.append(rect, text, title);
+    svg.appendChild(g);
+  }
+  return svg;
+}
+
+// -- zoo ---------------------------------------------------------------------------------------------
+
+async function renderZoo() {
+  const zoo = await api("/api/zoo");
+  view().innerHTML = `<section class="panel"><h2>Layer zoo</h2><table><thead><tr><th>name</th><th>layer</th><th>formula</th><th>batch</th><th>source</th><th></th></tr></thead>
+    <tbody>${zoo.map((z) => `<tr><td><code>${esc(z.name)}</code></td><td>${esc(z.title)}</td><td class="formula">${esc(z.formula)}</td>
+    <td>${z.batch_dependent ? "yes" : ""}</td><td class="muted">${esc(z.source)}</td>
+    <td>${z.graph ? `<button data-zoo="${esc(z.name)}">⬇ .py</button>` : `<span class="muted">hand-written</span>`}</td></tr>`).join("")}</tbody></table></section>`;
+  view().querySelectorAll("button[data-zoo]").forEach((b) => b.addEventListener("click", async () => {
+    const layer = zoo.find((z) => z.name === b.dataset.zoo);
+    const token = localStorage.getItem("evonorm.token");
+    const response = await fetch("/api/graphs/module", {
+      method: "POST", headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify({ graph: layer.graph, format: "py", name: layer.name, eps: layer.eps }),
+    });
+    if (!response.ok) { toast(`download failed: HTTP ${response.status}`, true); return; }
+    const url = URL.createObjectURL(await response.blob());
+    const a = Object.assign(document.createElement("a"), { href: url, download: `${layer.name}.py` });
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }));
+  document.body.dataset.view = "zoo";
+}
+
+// -- boot --------------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  const token = document.getElementById("token");
+  token.value = localStorage.getItem("evonorm.token") || "";
+  token.addEventListener("change", () => {
+    if (token.value) localStorage.setItem("evonorm.token", token.value);
+    else localStorage.removeItem("evonorm.token");
+    toast(token.value ? "token saved in this browser" : "token cleared");
+  });
+  window.addEventListener("hashchange", route);
+  route();
+});

@@ -1,0 +1,342 @@
+"""The coordinator: runs the search runners of one process, one thread per active search.
+
+The store is the source of truth; the coordinator only decides which searches
+run here. A search's status drives everything:
+
+    launch           create (queued), then schedule
+    queued           waits for a free slot (`max_running`); the scheduler moves it to running
+    running          a thread runs `SearchRunner.run()`; the runner polls the status
+    pause            running|queued -> paused: the runner finishes what is in flight and returns
+    resume           paused -> queued: scheduled again; a fresh runner rebuilds from the store
+    cancel           -> cancelled: the runner records in-flight candidates as cancelled
+
+Crash recovery: on `start()` every search left running or queued is
+scheduled again (the runner's own recovery moves evaluating candidates back
+to pending). A graceful `stop()` interrupts the runners between jobs and
+hands their searches back to queued, so the next start resumes them; it
+never marks a search failed. One coordinator per database: two would run
+the same search twice.
+
+Executors: `settings.executor == "ray"` gives every runner its own
+`RayExecutor` on one shared Ray connection (the coordinator calls
+`ray.init` once, so no runner's executor owns Ray and shuts it down for the
+others); `"inprocess"` runs jobs in the runner's thread (tests, debugging).
+Tests inject a fast evaluation through `runner_kwargs={"evaluate_fn": ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from db import SearchRecord, SearchStatus, Store, TransitionError
+from evonorm_search.config import SearchConfig
+from evonorm_search.runner import Progress, SearchRunner
+from workers.executors import Executor, Outcome, make_executor
+
+log = logging.getLogger(__name__)
+
+ExecutorFactory = Callable[[SearchConfig], Executor]
+
+
+class StopRunner(SystemExit):
+    """Raised inside a runner's thread to interrupt it at the next executor wait.
+
+    A SystemExit on purpose: the runner treats it as an interruption (in-flight
+    jobs dropped, candidates left for its recovery, status untouched), never as a
+    failure.
+    """
+
+
+class _StoppableExecutor(Executor):
+    """Delegates to an executor; raises StopRunner from `wait` once the coordinator stops."""
+
+    def __init__(self, inner: Executor, stop: threading.Event) -> None:
+        self.inner = inner
+        self.stop = stop
+        self.slots = inner.slots
+
+    def submit(self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> int:
+        return self.inner.submit(fn, *args, timeout_s=timeout_s)
+
+    def wait(self, timeout_s: float | None = None) -> list[tuple[int, Outcome]]:
+        if self.stop.is_set():
+            raise StopRunner()
+        return self.inner.wait(timeout_s=timeout_s)
+
+    @property
+    def in_flight(self) -> int:
+        return self.inner.in_flight
+
+    def cancel(self, job_id: int) -> None:
+        self.inner.cancel(job_id)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@dataclass
+class RunnerInfo:
+    """What the coordinator knows about a search it runs (for the API and metrics)."""
+
+    search_id: int
+    thread: threading.Thread
+    progress: Progress | None = None
+    reported: Counter[str] = field(default_factory=Counter)   # finished counts already added to totals
+
+
+class Coordinator:
+    """Schedules searches onto runner threads in this process.
+
+    `executor_factory(config)` builds one executor per runner (default: from
+    `executor` / `ray_address`); `runner_kwargs` go to every `SearchRunner`
+    (`evaluate_fn`, `screen_fn`, `status_poll_s`). `max_running` searches run at
+    once, the others wait queued (0: none runs, searches only queue).
+    """
+
+    def __init__(self, store: Store, *, executor: str = "ray", ray_address: str | None = None,
+                 executor_factory: ExecutorFactory | None = None,
+                 runner_kwargs: Mapping[str, Any] | None = None, max_running: int = 4,
+                 join_timeout_s: float = 30.0) -> None:
+        if executor not in ("ray", "inprocess"):
+            raise ValueError(f"executor must be ray or inprocess, got {executor!r}")
+        if max_running < 0:
+            raise ValueError("max_running must be >= 0")
+        self.store = store
+        self.executor = executor
+        self.ray_address = ray_address
+        self._own_executors = executor_factory is None
+        self.executor_factory = executor_factory or self._default_executor
+        self.runner_kwargs = dict(runner_kwargs or {})
+        self.max_running = max_running
+        self.join_timeout_s = join_timeout_s
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._started = False
+        self._runners: dict[int, RunnerInfo] = {}
+        self._finished_totals: Counter[str] = Counter()
+        self._ray_lock = threading.Lock()
+        self._ray_started = False
+
+    # -- lifecycle ---------------------------------------------------------------
+    def prepare(self) -> None:
+        """Connect to Ray now (for "ray"; call it from the main thread: Ray installs signal handlers)."""
+        if self.executor == "ray" and self._own_executors:
+            self._ensure_ray()
+
+    def start(self) -> list[int]:
+        """Resume every search left running or queued (crash recovery); returns their ids."""
+        with self._lock:
+            self._stop.clear()
+            self._started = True
+            interrupted = [s.id for s in self.store.searches_with_status(SearchStatus.RUNNING)]
+            # Running searches first (they were interrupted), then the queue in order.
+            for sid in interrupted:
+                if len(self._runners) < self.max_running:
+                    self._start_thread(sid)
+                else:  # no slot: back in the queue, so the scheduler finds it
+                    self._hand_back(sid)
+            self._schedule()
+            resumed = sorted(self._runners)
+        if resumed:
+            log.info("coordinator: resumed searches %s", resumed)
+        return resumed
+
+    def stop(self) -> None:
+        """Interrupt every runner between jobs and hand its search back to queued."""
+        with self._lock:
+            self._started = False
+            self._stop.set()
+            threads = [info.thread for info in self._runners.values()]
+        for t in threads:
+            t.join(self.join_timeout_s)
+            if t.is_alive():
+                log.warning("coordinator: runner thread %s did not stop within %.0fs", t.name,
+                            self.join_timeout_s)
+        if self._ray_started:
+            try:
+                import ray
+
+                ray.shutdown()
+            except Exception:  # pragma: no cover - best effort on the way out
+                log.warning("coordinator: ray.shutdown failed", exc_info=True)
+            self._ray_started = False
+
+    def __enter__(self) -> Coordinator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- commands -------------------------------------------------------------------
+    def launch(self, config: SearchConfig) -> SearchRecord:
+        """Create a search (queued) and schedule it."""
+        search = self.store.create_search(config.name, config.model_dump(mode="json"), seed=config.seed)
+        with self._lock:
+            self._schedule()
+        return self.store.get_search(search.id)
+
+    def pause(self, search_id: int) -> SearchRecord:
+        """running|queued -> paused (TransitionError otherwise); the runner drains and returns."""
+        return self.store.set_search_status(search_id, SearchStatus.PAUSED)
+
+    def resume(self, search_id: int) -> SearchRecord:
+        """paused -> queued, then schedule (a runner still draining picks it up when it returns)."""
+        with self._lock:
+            self.store.set_search_status(search_id, SearchStatus.QUEUED, expected=[SearchStatus.PAUSED])
+            self._schedule()
+        return self.store.get_search(search_id)
+
+    def cancel(self, search_id: int) -> SearchRecord:
+        """-> cancelled (TransitionError when the search has ended); the runner stops."""
+        with self._lock:
+            record = self.store.set_search_status(search_id, SearchStatus.CANCELLED)
+            self._schedule()
+        return record
+
+    # -- views ---------------------------------------------------------------------
+    def is_running(self, search_id: int) -> bool:
+        with self._lock:
+            return search_id in self._runners
+
+    def running(self) -> list[int]:
+        with self._lock:
+            return sorted(self._runners)
+
+    def progress(self, search_id: int) -> Progress | None:
+        with self._lock:
+            info = self._runners.get(search_id)
+            return info.progress if info else None
+
+    def finished_totals(self) -> dict[str, int]:
+        """Candidates finished by this process's runners since start, by status."""
+        with self._lock:
+            return dict(self._finished_totals)
+
+    # -- scheduling ------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """Start runners for queued searches while slots are free (call with the lock held)."""
+        if not self._started or self._stop.is_set():
+            return
+        free = self.max_running - len(self._runners)
+        if free <= 0:
+            return
+        for search in self.store.searches_with_status(SearchStatus.QUEUED):
+            if free <= 0:
+                break
+            if search.id in self._runners:
+                continue  # its runner is draining; it reschedules itself when it returns
+            self._start_thread(search.id)
+            free -= 1
+
+    def _start_thread(self, search_id: int) -> None:
+        thread = threading.Thread(target=self._thread_main, args=(search_id,), daemon=True,
+                                  name=f"search-{search_id}")
+        self._runners[search_id] = RunnerInfo(search_id, thread)
+        thread.start()
+
+    def _thread_main(self, search_id: int) -> None:
+        try:
+            self._run_search(search_id)
+        except Exception:
+            log.exception("coordinator: search %s failed", search_id)
+        finally:
+            with self._lock:
+                self._runners.pop(search_id, None)
+                self._schedule()
+
+    def _run_search(self, search_id: int) -> None:
+        executor: Executor | None = None
+        try:
+            search = self.store.get_search(search_id)
+            if search.status not in (SearchStatus.QUEUED, SearchStatus.RUNNING):
+                return  # paused or cancelled before its runner started
+            config = SearchConfig.model_validate(search.config)
+            executor = _StoppableExecutor(self.executor_factory(config), self._stop)
+            kwargs = {"on_progress": lambda p: self._on_progress(search_id, p), **self.runner_kwargs}
+            runner = SearchRunner(self.store, search_id, executor, **kwargs)
+            if search.status is SearchStatus.QUEUED:
+                # Claim it; a pause or cancel that got there first wins.
+                self.store.set_search_status(search_id, SearchStatus.RUNNING, expected=[SearchStatus.QUEUED])
+            if self._stop.is_set():
+                raise StopRunner()
+            result = runner.run()
+            log.info("coordinator: search %s returned with status %s", search_id, result.status)
+        except StopRunner:
+            self._hand_back(search_id)
+        except TransitionError as e:
+            log.info("coordinator: search %s not started: %s", search_id, e)
+        except Exception as e:
+            # The runner marks its own failures; this covers what happens before it runs
+            # (a stored config that no longer validates, an executor that cannot start).
+            self._mark_failed(search_id, e)
+            raise
+        finally:
+            if executor is not None:
+                try:
+                    executor.close()
+                except Exception:
+                    log.warning("coordinator: closing the executor of search %s failed", search_id,
+                                exc_info=True)
+
+    def _hand_back(self, search_id: int) -> None:
+        try:
+            self.store.set_search_status(search_id, SearchStatus.QUEUED, expected=[SearchStatus.RUNNING])
+        except TransitionError:
+            pass  # paused or cancelled meanwhile: that status stands
+        except Exception:
+            log.warning("coordinator: could not hand search %s back to the queue", search_id, exc_info=True)
+
+    def _mark_failed(self, search_id: int, e: BaseException) -> None:
+        try:
+            self.store.set_search_status(search_id, SearchStatus.FAILED,
+                                         error=f"{type(e).__name__}: {e}"[:2000],
+                                         expected=[SearchStatus.QUEUED, SearchStatus.RUNNING])
+        except Exception:
+            log.warning("coordinator: could not mark search %s failed", search_id, exc_info=True)
+
+    def _on_progress(self, search_id: int, progress: Progress) -> None:
+        with self._lock:
+            info = self._runners.get(search_id)
+            if info is None:
+                return
+            info.progress = progress
+            now = Counter(evaluated=progress.evaluated, rejected=progress.rejected)
+            if not info.reported:  # a fresh runner starts from the store's counts: not new work
+                info.reported = now
+                return
+            for status in ("evaluated", "rejected"):
+                delta = now[status] - info.reported[status]
+                if delta > 0:
+                    self._finished_totals[status] += delta
+            info.reported = now
+
+    # -- executors --------------------------------------------------------------------
+    def _default_executor(self, config: SearchConfig) -> Executor:
+        if self.executor == "inprocess":
+            return make_executor("inprocess")
+        self._ensure_ray()
+        return make_executor("ray", address=self.ray_address, num_cpus=config.num_cpus,
+                             num_gpus=config.num_gpus)
+
+    def _ensure_ray(self) -> None:
+        """One `ray.init` for all runners, owned by the coordinator (shut down in `stop`)."""
+        with self._ray_lock:
+            import ray
+
+            if not ray.is_initialized():
+                # ray.init replaces the SIGTERM handler (with sys.exit) on the main thread; keep the
+                # server's, so `kill` still means a graceful shutdown that hands searches back.
+                main = threading.current_thread() is threading.main_thread()
+                previous = signal.getsignal(signal.SIGTERM) if main else None
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.WARNING)
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+                self._ray_started = True

@@ -1,0 +1,234 @@
+"""Live views of running searches, maintained incrementally from the event log.
+
+The dashboard asks for a search's Pareto front every time a candidate
+finishes. Recomputing it from every evaluated row would cost O(candidates)
+per request; instead a `FrontTracker` follows the search's
+`candidate_finished` events (`Store.events_after`, a cursor on an index) and
+keeps the non-dominated set, the hypervolume history and the counts by
+rejection stage. A read costs one indexed query for new events plus work
+proportional to what is new. Event ids become visible in id order (see
+`db.store`), so following the log misses nothing, whatever order candidates
+finish in.
+
+Functional duplicates (`reused_from`) repeat their original's point and are
+left out of the front, as in `evonorm_search.summary.pareto_front`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+import numpy as np
+
+from db import CandidateRecord, EventKind, EventRecord, Store
+from evonorm_search.pareto import hypervolume
+from primitives import Graph, formula
+
+EVENT_BATCH = 5000          # events read per query while catching up
+MAX_HISTORY = 400           # history is thinned to about this many entries
+
+
+@dataclass(frozen=True)
+class FrontPoint:
+    candidate_id: int
+    objectives: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    finished: int            # candidates finished (evaluated or rejected) so far
+    evaluated: int           # of which evaluated
+    hypervolume: float
+    at: datetime | None      # when the last of them finished
+
+
+@dataclass(frozen=True)
+class FrontSnapshot:
+    search_id: int
+    last_event_id: int
+    members: tuple[FrontPoint, ...]
+    hypervolume: float
+    history: tuple[HistoryPoint, ...]
+    finished: int
+    evaluated: int
+    rejected: int
+    by_stage: dict[str, int]
+
+
+class FrontTracker:
+    """One search's front, kept up to date from its events. Thread-safe.
+
+    Points arrive one at a time in event order; the hypervolume history gets an entry when the front
+    has changed and enough candidates finished since the last entry (every candidate early on, about
+    every 0.5% of them later). It depends on the events only, not on when or how often anyone reads.
+    """
+
+    def __init__(self, search_id: int, maximise: list[bool]) -> None:
+        self.search_id = search_id
+        self.maximise = list(maximise)
+        self._signs = np.array([1.0 if m else -1.0 for m in self.maximise])
+        self._lock = threading.Lock()
+        self._last_event = 0
+        self._ids: list[int] = []
+        self._points = np.zeros((0, len(self.maximise)))     # front, in "larger is better" units
+        self._hv = 0.0
+        self._dirty = False          # the front changed since self._hv was computed
+        self._finished = 0
+        self._evaluated = 0
+        self._rejected = 0
+        self._by_stage: Counter[str] = Counter()
+        self._history: list[HistoryPoint] = []
+        self._last_at: datetime | None = None
+        self._snapshot: FrontSnapshot | None = None
+
+    def update(self, store: Store) -> FrontSnapshot:
+        """Fold in the events written since the last call; return the current front."""
+        with self._lock:
+            changed = self._snapshot is None
+            while True:
+                events = store.events_after(self._last_event, search_id=self.search_id, limit=EVENT_BATCH)
+                finished = [e for e in events if e.kind == EventKind.CANDIDATE_FINISHED and e.candidate_id]
+                candidates = self._undominated(finished)
+                for e in finished:
+                    self._finish(int(e.candidate_id or 0), e.payload, e.created_at, e.id in candidates)
+                if events:
+                    self._last_event = events[-1].id
+                    changed = True
+                if len(events) < EVENT_BATCH:
+                    break
+            if changed or self._snapshot is None:
+                self._snapshot = self._make_snapshot()
+            return self._snapshot
+
+    def _point(self, p: dict[str, object]) -> np.ndarray | None:
+        """The front point an event brings (larger-is-better units), if any."""
+        objectives = p.get("objectives")
+        if (p.get("status") == "evaluated" and p.get("reused_from") is None and isinstance(objectives, list)
+                and len(objectives) == len(self.maximise)):
+            return np.asarray(objectives, dtype=float) * self._signs
+        return None
+
+    def _undominated(self, events: list[EventRecord]) -> set[int]:
+        """Ids of the events whose point the current front does not dominate (one vectorized test).
+
+        Exact: the front only improves, so a point dominated now was dominated when it arrived.
+        """
+        rows = [(e.id, q) for e in events if (q := self._point(e.payload)) is not None]
+        if not rows or not len(self._points):
+            return {i for i, _ in rows}
+        q = np.stack([r[1] for r in rows])[:, None, :]                 # (n, 1, m)
+        f = self._points[None, :, :]                                   # (1, k, m)
+        dominated = np.any(np.all(f >= q, axis=2) & np.any(f > q, axis=2), axis=1)
+        return {i for (i, _), d in zip(rows, dominated, strict=True) if not d}
+
+    def _finish(self, candidate_id: int, p: dict[str, object], at: datetime, may_enter: bool) -> None:
+        self._finished += 1
+        self._last_at = at
+        if p.get("status") == "evaluated" and p.get("objectives") is not None:
+            self._evaluated += 1
+            q = self._point(p) if may_enter else None
+            if q is not None:
+                self._add(candidate_id, q)
+        else:
+            self._rejected += 1
+            self._by_stage[str(p.get("rejection_stage") or "?")] += 1
+        last = self._history[-1].finished if self._history else 0
+        if self._dirty and self._finished - last >= max(1, self._finished // 200):
+            self._record(at)
+
+    def _add(self, candidate_id: int, q: np.ndarray) -> None:
+        """Insert a point unless the front dominates it; drop the members it dominates."""
+        front = self._points
+        if len(front):
+            if np.any(np.all(front >= q, axis=1) & np.any(front > q, axis=1)):
+                return
+            keep = ~(np.all(q >= front, axis=1) & np.any(q > front, axis=1))
+            if not keep.all():
+                front = front[keep]
+                self._ids = [i for i, k in zip(self._ids, keep, strict=True) if k]
+        self._points = np.vstack([front, q[None, :]])
+        self._ids.append(candidate_id)
+        self._dirty = True
+
+    def _current_hv(self) -> float:
+        if self._dirty:
+            self._hv = hypervolume((self._points * self._signs).tolist(), self.maximise)
+            self._dirty = False
+        return self._hv
+
+    def _record(self, at: datetime | None) -> None:
+        self._history.append(HistoryPoint(self._finished, self._evaluated, self._current_hv(), at))
+        if len(self._history) > 2 * MAX_HISTORY:
+            self._history = self._history[:1] + self._history[1:-1:2] + self._history[-1:]
+
+    def _make_snapshot(self) -> FrontSnapshot:
+        hv = self._current_hv()
+        history = list(self._history)
+        if not history or history[-1].finished < self._finished:
+            history.append(HistoryPoint(self._finished, self._evaluated, hv, self._last_at))
+        members = [FrontPoint(i, tuple(float(v) for v in p * self._signs))
+                   for i, p in zip(self._ids, self._points, strict=True)]
+        order = np.argsort(-self._points.sum(axis=1), kind="stable")
+        return FrontSnapshot(
+            search_id=self.search_id, last_event_id=self._last_event,
+            members=tuple(members[int(i)] for i in order), hypervolume=hv, history=tuple(history),
+            finished=self._finished, evaluated=self._evaluated, rejected=self._rejected,
+            by_stage=dict(sorted(self._by_stage.items())))
+
+
+class LiveFronts:
+    """Trackers for the searches someone looks at (least recently used ones are dropped)."""
+
+    def __init__(self, store: Store, max_searches: int = 64) -> None:
+        self.store = store
+        self.max_searches = max_searches
+        self._lock = threading.Lock()
+        self._trackers: OrderedDict[int, FrontTracker] = OrderedDict()
+
+    def snapshot(self, search_id: int, maximise: list[bool]) -> FrontSnapshot:
+        """The front of a search whose objectives have these directions (True: maximised)."""
+        with self._lock:
+            tracker = self._trackers.get(search_id)
+            if tracker is None or tracker.maximise != list(maximise):
+                tracker = self._trackers[search_id] = FrontTracker(search_id, maximise)
+            self._trackers.move_to_end(search_id)
+            while len(self._trackers) > self.max_searches:
+                self._trackers.popitem(last=False)
+        return tracker.update(self.store)
+
+
+class CandidateCache:
+    """Finished candidates by id. A finished candidate never changes, so it is cached for good."""
+
+    def __init__(self, store: Store, max_size: int = 20_000) -> None:
+        self.store = store
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._rows: OrderedDict[int, CandidateRecord] = OrderedDict()
+
+    def get(self, candidate_id: int) -> CandidateRecord:
+        with self._lock:
+            row = self._rows.get(candidate_id)
+            if row is not None:
+                self._rows.move_to_end(candidate_id)
+                return row
+        row = self.store.get_candidate(candidate_id)
+        if row.finished:
+            with self._lock:
+                self._rows[candidate_id] = row
+                while len(self._rows) > self.max_size:
+                    self._rows.popitem(last=False)
+        return row
+
+
+@lru_cache(maxsize=100_000)
+def graph_formula(graph_json: str) -> str:
+    """The formula of a stored graph's JSON text (cached: the table shows thousands)."""
+    try:
+        return formula(Graph.loads(graph_json))
+    except ValueError:
+        return "(invalid graph)"

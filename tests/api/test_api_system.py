@@ -1,0 +1,62 @@
+"""Health, metrics, the OpenAPI document and the dashboard's static files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+
+def test_healthz_and_metrics(finished: tuple[TestClient, int]) -> None:
+    client, _ = finished
+    h = client.get("/healthz").json()
+    assert h["status"] == "ok" and h["database"] in ("sqlite", "postgresql")
+    text = client.get("/metrics").text
+    assert 'evonorm_searches{status="finished"}' in text
+    assert 'evonorm_candidates_finished_total{status="evaluated"}' in text
+    assert 'evonorm_http_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'evonorm_http_request_duration_seconds_bucket{le="0.05",method="GET",route="/healthz"}' in text
+    finished_line = next(line for line in text.splitlines()
+                         if line.startswith('evonorm_candidates_finished_total{status="evaluated"}'))
+    assert float(finished_line.split()[1]) > 0
+
+
+def test_openapi_is_complete(finished: tuple[TestClient, int]) -> None:
+    client, _ = finished
+    spec: dict[str, Any] = client.get("/openapi.json").json()
+    expected = {
+        ("post", "/api/searches"), ("get", "/api/searches"), ("get", "/api/searches/{search_id}"),
+        ("post", "/api/searches/{search_id}/pause"), ("post", "/api/searches/{search_id}/resume"),
+        ("post", "/api/searches/{search_id}/cancel"), ("get", "/api/searches/{search_id}/candidates"),
+        ("get", "/api/searches/{search_id}/front"), ("get", "/api/candidates/{candidate_id}"),
+        ("get", "/api/candidates/{candidate_id}/module"), ("post", "/api/graphs/validate"),
+        ("post", "/api/graphs/module"), ("get", "/api/zoo"), ("get", "/api/events"), ("get", "/healthz"),
+        ("get", "/metrics"), ("get", "/api/presets"),
+    }
+    found = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert expected <= found
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            assert op.get("summary"), f"{method} {path} has no summary"
+            if method == "post":
+                assert "401" in op["responses"] and "422" in op["responses"], f"{method} {path}"
+            if "{search_id}" in path or "{candidate_id}" in path:
+                assert "404" in op["responses"], f"{method} {path}"
+    assert "409" in spec["paths"]["/api/searches/{search_id}/pause"]["post"]["responses"]
+    launch = spec["paths"]["/api/searches"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"quick", "tiny"} <= set(launch["examples"])
+    schemas = spec["components"]["schemas"]
+    assert schemas["FrontPublic"].get("examples") and schemas["GraphIn"].get("examples")
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def test_dashboard_is_served_offline(finished: tuple[TestClient, int]) -> None:
+    client, _ = finished
+    index = client.get("/")
+    assert index.status_code == 200 and "text/html" in index.headers["content-type"]
+    assert 'src="/static/vendor/plotly.min.js"' in index.text and "http" not in index.text.split("<body>")[1]
+    js = client.get("/static/vendor/plotly.min.js")
+    assert js.status_code == 200 and len(js.content) > 1_000_000 and "javascript" in js.headers["content-type"]
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/style.css").status_code == 200
+    assert client.get("/static/nope.js").status_code == 404

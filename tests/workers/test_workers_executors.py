@@ -1,0 +1,100 @@
+"""Executors: every job comes back once, as a value or a JobFailure; faults never take the pool down."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from workers.executors import InProcessExecutor, JobFailure, RayExecutor
+
+
+def drain(ex: Any, timeout: float = 120.0) -> dict[int, Any]:
+    out: dict[int, Any] = {}
+    end = time.monotonic() + timeout
+    while ex.in_flight:
+        assert time.monotonic() < end, "executor did not finish its jobs"
+        out.update(ex.wait(timeout_s=5.0))
+    return out
+
+
+def test_in_process_executor_returns_values_and_failures() -> None:
+    ex = InProcessExecutor()
+    ok = ex.submit(math.sqrt, 16.0)
+    bad = ex.submit(math.sqrt, -1.0)
+    dropped = ex.submit(math.sqrt, 9.0)
+    ex.cancel(dropped)
+    out = drain(ex)
+    assert out[ok] == 4.0
+    assert isinstance(out[bad], JobFailure) and out[bad].kind == "error"
+    assert "ValueError" in out[bad].message
+    assert dropped not in out
+
+
+@pytest.fixture(scope="module")
+def ray_executor() -> Iterator[RayExecutor]:
+    ex = RayExecutor(local_cpus=2, max_retries=2)
+    yield ex
+    ex.close()
+
+
+def ray_job_pids() -> list[int]:
+    found = subprocess.run(["pgrep", "-f", "ray::_run_job"], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found]
+
+
+def test_ray_runs_real_tasks(ray_executor: RayExecutor) -> None:
+    assert ray_executor.slots == 2
+    jobs = {ray_executor.submit(math.factorial, n): math.factorial(n) for n in range(5, 10)}
+    out = drain(ray_executor)
+    assert {j: out[j] for j in jobs} == jobs
+
+
+def test_ray_job_that_raises_is_a_failure_not_a_crash(ray_executor: RayExecutor) -> None:
+    bad = ray_executor.submit(math.sqrt, -1.0)
+    good = ray_executor.submit(math.sqrt, 25.0)
+    out = drain(ray_executor)
+    assert isinstance(out[bad], JobFailure) and out[bad].kind == "error" and "ValueError" in out[bad].message
+    assert out[good] == 5.0
+
+
+def test_ray_hung_job_times_out_and_the_pool_is_reused(ray_executor: RayExecutor) -> None:
+    hung = ray_executor.submit(time.sleep, 3600, timeout_s=2.0)
+    start = time.monotonic()
+    out = drain(ray_executor)
+    assert isinstance(out[hung], JobFailure) and out[hung].kind == "timeout"
+    assert time.monotonic() - start < 30
+    after = ray_executor.submit(math.sqrt, 49.0)
+    assert drain(ray_executor)[after] == 7.0
+
+
+def test_ray_retries_a_job_whose_worker_is_killed(ray_executor: RayExecutor) -> None:
+    job = ray_executor.submit(time.sleep, 3)  # returns None when it completes
+    deadline = time.monotonic() + 60
+    while not ray_job_pids():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    for pid in ray_job_pids():
+        os.kill(pid, signal.SIGKILL)
+    out = drain(ray_executor)
+    assert out[job] is None  # completed on a retried worker, not a failure
+    assert drain(ray_executor) == {}
+
+
+def test_ray_job_that_kills_its_worker_every_time_is_rejected(ray_executor: RayExecutor) -> None:
+    ex = RayExecutor(max_retries=1)  # joins the running local cluster
+    try:
+        job = ex.submit(os._exit, 1)
+        out = drain(ex)
+        assert isinstance(out[job], JobFailure) and out[job].kind == "worker_died"
+        assert drain(ex) == {}
+        again = ex.submit(math.sqrt, 4.0)
+        assert drain(ex)[again] == 2.0
+    finally:
+        ex.close()
