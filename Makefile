@@ -17,10 +17,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# A quick search on the embedded defaults: SQLite (runs/evonorm.db), a local Ray, offline data.
 run: $(STAMP)
-	$(BIN)/evonorm-search zoo
-	$(BIN)/evonorm-search export evonorm_s0 --format py -o out/EvoNormS0.py
-	$(BIN)/evonorm-search export evonorm_b0 --format export -o out/EvoNormB0.pt2
+	$(BIN)/evonorm-search run --preset quick --summary-json runs/quick-summary.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
