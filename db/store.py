@@ -16,8 +16,10 @@ the API reads and changes search status from other threads or processes.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,7 +28,7 @@ from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, Row, Table, bindparam, func, insert, select, update
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -136,6 +138,7 @@ class Store:
         # and nothing should reload rows after commit.
         self._reader = sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
         self._writer = sessionmaker(writer(self._engine), expire_on_commit=False, autoflush=False)
+        self._reconnect_s = 0.0  # see with_reconnect
 
     # -- lifecycle ------------------------------------------------------
 
@@ -170,7 +173,7 @@ class Store:
         with factory() as session, session.begin():
             yield session
 
-    def _run(self, op: str, fn: Callable[[Session], T], *, write: bool) -> T:
+    def _run(self, op: str, fn: Callable[[Session], T], *, write: bool, idempotent: bool = False) -> T:
         """Run `fn` in `_transaction` and translate database errors for callers.
 
         Every public method goes through here. A read whose connection was lost
@@ -178,20 +181,45 @@ class Store:
         connection: it has no effects, so repeating it is safe. A write is
         never repeated here, because a connection lost during COMMIT leaves
         its outcome unknown; it raises RetryableStoreError for the caller.
+
+        A store from `with_reconnect(window_s)` instead waits out an outage
+        (a server restart) for up to `window_s`: it repeats reads, writes that
+        could not even connect (nothing was sent), and `idempotent` writes,
+        whose repetition after an unknown outcome is harmless.
         """
-        attempts = 1 if write else 2
-        for attempt in range(1, attempts + 1):
+        deadline = time.monotonic() + self._reconnect_s
+        delay = 0.1
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 with self._transaction(write=write) as session:
                     return fn(session)
             except DBAPIError as exc:
-                if attempt < attempts and exc.connection_invalidated:
+                if attempt == 1 and not write and exc.connection_invalidated:
                     log.warning("%s: connection lost (%s); retrying once", op, exc.orig)
                     continue
-                raise _translate(op, exc, write=write) from exc
+                error = _translate(op, exc, write=write)
+                safe = not write or idempotent or _never_connected(exc)
+                if not (isinstance(error, RetryableStoreError) and safe and time.monotonic() < deadline):
+                    raise error from exc
+                if attempt <= 2:
+                    log.warning("%s; retrying for up to %.0fs", error, deadline - time.monotonic())
+                time.sleep(delay)
+                delay = min(2.0, delay * 2)
             except SQLAlchemyError as exc:
                 raise _translate(op, exc, write=write) from exc
-        raise AssertionError("unreachable")
+
+    def with_reconnect(self, window_s: float) -> Store:
+        """This store (same engine and pool) with calls that wait out a database outage of up to `window_s`.
+
+        For long-running writers such as a search runner, which can pause through
+        a server restart; the API keeps answering 503 quickly instead. Closing
+        either closes both.
+        """
+        view = copy.copy(self)
+        view._reconnect_s = max(0.0, window_s)
+        return view
 
     def _append_events(
         self, session: Session, rows: list[dict[str, Any]], *, returning: bool = False
@@ -448,7 +476,9 @@ class Store:
         """Move pending candidates to evaluating; returns the ids that moved (sorted).
 
         Ids that are not pending (already evaluating, finished, unknown) are
-        left alone and left out of the result.
+        left alone and left out of the result. When a store from
+        `with_reconnect` repeats the call after a lost COMMIT, ids already
+        evaluating are counted as moved (by the first attempt).
         """
         return self._move_status(
             "mark_evaluating", candidate_ids, CandidateStatus.PENDING, CandidateStatus.EVALUATING
@@ -469,7 +499,7 @@ class Store:
             )
             return sorted(s.scalars(stmt))
 
-        return self._run("reset_evaluating", fn, write=True)
+        return self._run("reset_evaluating", fn, write=True, idempotent=True)
 
     def _move_status(
         self, op: str, ids: Iterable[int], old: CandidateStatus, new: CandidateStatus
@@ -478,7 +508,11 @@ class Store:
         if not unique:
             return []
 
+        attempts = 0
+
         def fn(s: Session) -> list[int]:
+            nonlocal attempts
+            attempts += 1
             moved: list[int] = []
             now = utcnow()
             for chunk in _chunks(unique):
@@ -489,9 +523,14 @@ class Store:
                     .returning(_candidates.c.id)
                 )
                 moved.extend(s.scalars(stmt))
-            return sorted(moved)
+                if attempts > 1:
+                    # A repeat after a lost COMMIT: rows already at `new` were moved by the first
+                    # attempt (the runner is the single writer of its candidates), so they count.
+                    moved.extend(s.scalars(select(_candidates.c.id).where(
+                        _candidates.c.id.in_(chunk), _candidates.c.status == new.value)))
+            return sorted(set(moved))
 
-        return self._run(op, fn, write=True)
+        return self._run(op, fn, write=True, idempotent=True)
 
     def finish_candidate(
         self,
@@ -627,7 +666,7 @@ class Store:
             self._append_events(s, events)
             return [stored[o.candidate_id] for o in outcomes]
 
-        return self._run("finish_candidates", fn, write=True)
+        return self._run("finish_candidates", fn, write=True, idempotent=True)
 
     # -- candidates: reads -------------------------------------------------
 
@@ -938,14 +977,29 @@ def _translate(op: str, exc: SQLAlchemyError, *, write: bool) -> StoreError:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         outcome = " (the write may or may not have been committed)" if write else ""
         return RetryableStoreError(f"{op}: database connection lost{outcome}: {detail}")
+    if isinstance(exc, DBAPIError) and _never_connected(exc):
+        return RetryableStoreError(f"{op}: database unreachable, try again: {detail}")
     if isinstance(exc, PoolTimeoutError) or _retryable_driver_error(exc):
         return RetryableStoreError(f"{op}: database busy, try again: {detail}")
     return StoreError(f"{op}: {detail}")
 
 
+def _never_connected(exc: DBAPIError) -> bool:
+    """A PostgreSQL connection that could not be opened (server down or restarting): nothing was sent.
+
+    psycopg raises OperationalError without a SQLSTATE for it; SQLAlchemy leaves the statement
+    unset and, as no connection was in use, does not flag one as invalidated.
+    """
+    orig = exc.orig
+    return (isinstance(exc, OperationalError) and exc.statement is None and not exc.connection_invalidated
+            and hasattr(orig, "sqlstate") and getattr(orig, "sqlstate", None) is None)
+
+
 def _retryable_driver_error(exc: SQLAlchemyError) -> bool:
     if not isinstance(exc, DBAPIError):
         return False
+    if _never_connected(exc):
+        return True
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str):

@@ -96,18 +96,22 @@ class Coordinator:
     `executor_factory(config)` builds one executor per runner (default: from
     `executor` / `ray_address`); `runner_kwargs` go to every `SearchRunner`
     (`evaluate_fn`, `screen_fn`, `status_poll_s`). `max_running` searches run at
-    once, the others wait queued (0: none runs, searches only queue).
+    once, the others wait queued (0: none runs, searches only queue). Runners
+    ride out a database outage of up to `reconnect_s` (see `Store.with_reconnect`).
     """
 
     def __init__(self, store: Store, *, executor: str = "ray", ray_address: str | None = None,
                  executor_factory: ExecutorFactory | None = None,
                  runner_kwargs: Mapping[str, Any] | None = None, max_running: int = 4,
-                 join_timeout_s: float = 30.0) -> None:
+                 join_timeout_s: float = 30.0, reconnect_s: float = 60.0) -> None:
         if executor not in ("ray", "inprocess"):
             raise ValueError(f"executor must be ray or inprocess, got {executor!r}")
         if max_running < 0:
             raise ValueError("max_running must be >= 0")
         self.store = store
+        # Runners wait out a database outage (a PostgreSQL restart) of up to `reconnect_s` instead of
+        # failing their search; the API's store keeps answering 503 at once.
+        self._runner_store = store.with_reconnect(reconnect_s)
         self.executor = executor
         self.ray_address = ray_address
         self._own_executors = executor_factory is None
@@ -254,16 +258,17 @@ class Coordinator:
     def _run_search(self, search_id: int) -> None:
         executor: Executor | None = None
         try:
-            search = self.store.get_search(search_id)
+            search = self._runner_store.get_search(search_id)
             if search.status not in (SearchStatus.QUEUED, SearchStatus.RUNNING):
                 return  # paused or cancelled before its runner started
             config = SearchConfig.model_validate(search.config)
             executor = _StoppableExecutor(self.executor_factory(config), self._stop)
             kwargs = {"on_progress": lambda p: self._on_progress(search_id, p), **self.runner_kwargs}
-            runner = SearchRunner(self.store, search_id, executor, **kwargs)
+            runner = SearchRunner(self._runner_store, search_id, executor, **kwargs)
             if search.status is SearchStatus.QUEUED:
                 # Claim it; a pause or cancel that got there first wins.
-                self.store.set_search_status(search_id, SearchStatus.RUNNING, expected=[SearchStatus.QUEUED])
+                self._runner_store.set_search_status(search_id, SearchStatus.RUNNING,
+                                                     expected=[SearchStatus.QUEUED])
             if self._stop.is_set():
                 raise StopRunner()
             result = runner.run()
