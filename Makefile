@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint browser bench bench-api clean
+.PHONY: install run test lint test-deps bench bench-api clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The dashboard's browser test drives Debian's Chromium through Playwright (no browser download).
-browser:
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+# Debian packages the tests drive: Chromium (the dashboard's browser test, through Playwright,
+# no browser download) and docker-compose (validates docker-compose.yml; no engine needed).
+test-deps:
+	(command -v chromium && command -v docker-compose) >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium docker-compose)
 
-test: $(STAMP) lint browser
+test: $(STAMP) lint test-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
