@@ -373,6 +373,61 @@ def export_winners(
         console.print(str(p))
 
 
+def _floats(option: str, text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise fail(f"{option}: expected at least one number")
+    return values
+
+
+@app.command()
+def rerank(
+    search_id: int,
+    top: Annotated[int, typer.Option("--top", min=0, help="Front members to retrain (best mean accuracy).")],
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps per trial (default: the search's "
+                                                          "steps x --steps-mult).")] = None,
+    steps_mult: Annotated[float, typer.Option(min=0.001, help="Longer budget: the search's steps times this.")]
+    = 4.0,
+    lrs: Annotated[str | None, typer.Option(help="Learning rates, e.g. 0.05,0.1,0.2 (default: each task's "
+                                                 "recipe lr x 0.5, 1, 2).")] = None,
+    seeds: Annotated[str, typer.Option(help="Training seeds, e.g. 0,1,2.")] = "0,1",
+    evals: Annotated[int, typer.Option(min=1, help="Validation reports per trial (ASHA's rungs).")] = 5,
+    cpus_per_trial: Annotated[float, typer.Option(min=0.01, help="CPUs reserved per trial.")] = 1.0,
+    gpus_per_trial: Annotated[float, typer.Option(min=0, help="GPUs reserved per trial.")] = 0.0,
+    db: Annotated[str | None, typer.Option(help="Database URL or SQLite path (default: settings).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a local Ray).")]
+    = None,
+) -> None:
+    """Retrain the front's best layers and the zoo baselines longer, with an lr sweep (Ray Tune + ASHA)."""
+    from db import NotFoundError
+    from evonorm_search.rerank import RerankSettings, rerank_table, run_rerank
+
+    parsed_lrs = _floats("--lrs", lrs)
+    parsed_seeds = _floats("--seeds", seeds) or ()
+    if any(s != int(s) or s < 0 for s in parsed_seeds):
+        raise fail(f"--seeds: expected non-negative integers, got {seeds!r}")
+    try:
+        settings = RerankSettings(top_k=top, steps=steps, steps_mult=steps_mult, lrs=parsed_lrs,
+                                  seeds=tuple(int(s) for s in parsed_seeds), evals=evals,
+                                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    store = _open_store(db)
+    try:
+        store.get_search(search_id)
+    except NotFoundError:
+        raise fail(f"no search {search_id}") from None
+    with console.status(f"re-ranking search {search_id} on Ray Tune ..."):
+        records = run_rerank(store, search_id, settings, ray_address=ray_address)
+    console.print(rerank_table(records))
+    console.print(f"{len(records)} rows recorded for search {search_id} in {store.url}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

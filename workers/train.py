@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -195,12 +195,24 @@ def _augment(x: Tensor, generator: torch.Generator, pad: int = 4) -> Tensor:
     return padded[batch, chans, rows, cols]
 
 
+# on_eval(steps taken, val loss, val accuracy)
+EvalCallback = Callable[[int, float, float], None]
+
+
 def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
-          config: TrainConfig | None = None, seed: int = 0) -> TrainResult:
+          config: TrainConfig | None = None, seed: int = 0, *,
+          on_eval: EvalCallback | None = None, eval_every: int | None = None) -> TrainResult:
     """Train `backbone_name` with the candidate on `task_name`; see the module docstring.
 
     The factory must build layers for the backbone's layout ("nchw" for
     resnet/mobilenet, "tokens" for transformer).
+
+    `on_eval`, if given, is called with the validation loss and accuracy every
+    `eval_every` steps (default: a tenth of the run) and once at the end with
+    the result's values (accuracy 0 and loss inf for a diverged run), so a
+    scheduler such as ASHA can see the curve. The evaluations run in eval mode
+    and draw no random numbers: a run with a callback trains exactly as one
+    without.
     """
     start = time.perf_counter()
     config = config or TrainConfig()
@@ -215,6 +227,7 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     amp = config.amp if config.amp is not None else device.type == "cuda"
     check_every = config.check_every or (1 if device.type == "cpu" else 10)
+    every = (eval_every or max(1, recipe.steps // 10)) if on_eval is not None else 0
 
     data = task.load(config.data_root).to(device)
     kwargs = backbone_kwargs_for(task_name, backbone_name, config)
@@ -235,6 +248,7 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
     finite = torch.ones((), dtype=torch.bool, device=device)
     steps_done = 0
     reason: str | None = None
+    eval_time = 0.0
     model.train()
     loop_start = time.perf_counter()
     for step in range(recipe.steps):
@@ -260,16 +274,21 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
         steps_done = step + 1
         if step >= recipe.steps - tail:
             tail_loss += loss.detach()
+        if on_eval is not None and steps_done % every == 0 and steps_done < recipe.steps:
+            t = time.perf_counter()
+            on_eval(steps_done, *evaluate(model, data, recipe, amp=amp, channels_last=channels_last,
+                                          block_size=block_size))
+            eval_time += time.perf_counter() - t  # steps_per_s measures training only
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    loop_time = time.perf_counter() - loop_start
+    loop_time = time.perf_counter() - loop_start - eval_time
     if reason is None:
         val_loss, val_acc = evaluate(model, data, recipe, amp=amp, channels_last=channels_last,
                                      block_size=block_size)
         if not math.isfinite(val_loss):
             reason = "non-finite validation loss"
 
-    return TrainResult(
+    result = TrainResult(
         task=task_name, backbone=backbone_name, seed=seed,
         val_accuracy=0.0 if reason else val_acc,
         val_loss=math.inf if reason else val_loss,
@@ -282,6 +301,9 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
         reason=reason,
         device=str(device),
     )
+    if on_eval is not None:
+        on_eval(steps_done, result.val_loss, result.val_accuracy)
+    return result
 
 
 def _train_batches(data: ImageData | TextData, recipe: Recipe, generator: torch.Generator,

@@ -43,3 +43,34 @@ def test_exactly_one_of_candidate_and_zoo_layer():
         NewRerankResult("r", {})
     with pytest.raises(ValueError):
         NewRerankResult("r", {}, candidate_id=1, zoo_layer="bn")
+
+
+def test_records_are_frozen_and_metrics_round_trip(store):
+    """The rows `evonorm_search.rerank` writes: nested JSON with nulls, read back equal, in id order."""
+    search = store.create_search("s", {})
+    [cand] = store.add_candidates(search.id, [NewCandidate("{}", "h")])
+    metrics = {
+        "run": "abc", "accuracy": None, "accuracy_std": None, "accuracies": [], "lr": None,
+        "complete": False, "sweep": {"0.05": {"mean": 0.5, "finished": 1, "trials": 2}, "0.1": {"mean": None}},
+        "seeds": [0, 1], "errors": [], "search_accuracy": 0.875, "formula": "max(x, 0) / std_batch(x)",
+    }
+    first = store.add_rerank_results(
+        search.id, [NewRerankResult("resnet:digits", metrics, candidate_id=cand.id)]
+    )
+    second = store.add_rerank_results(
+        search.id, [NewRerankResult("transformer:pydoc_chars", {"accuracy": 0.5}, zoo_layer="layernorm")]
+    )
+    rows = store.rerank_results(search.id)
+    assert rows == first + second and [r.id for r in rows] == sorted(r.id for r in rows)
+    assert rows[0].metrics == metrics and rows[0].backbone == "resnet:digits"
+    with pytest.raises(AttributeError):
+        rows[0].backbone = "x"
+
+
+def test_results_stay_with_their_search(store):
+    a = store.create_search("a", {})
+    b = store.create_search("b", {})
+    store.add_rerank_results(a.id, [NewRerankResult("r", {"accuracy": 0.1}, zoo_layer="bn_relu")])
+    store.add_rerank_results(b.id, [NewRerankResult("r", {"accuracy": 0.2}, zoo_layer="bn_relu")])
+    assert [r.metrics["accuracy"] for r in store.rerank_results(a.id)] == [0.1]
+    assert [r.metrics["accuracy"] for r in store.rerank_results(b.id)] == [0.2]

@@ -11,8 +11,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import pytest
 import search_fakes
 
 from db import CandidateStatus, SearchStatus, Store
@@ -49,9 +49,7 @@ def assert_each_finished_once(store: Store, search_id: int, budget: int, tasks: 
     assert len(originals) == len(set(originals))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(str(tmp_path / "runner.db"))
+# `store` (conftest.py) is parametrized over SQLite and PostgreSQL.
 
 
 def test_search_runs_to_budget_and_reuses_duplicates(store: Store) -> None:
@@ -155,8 +153,8 @@ RUNNER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_killed_runner_resumes_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
-    db = str(tmp_path / "crash.db")
+def test_killed_runner_resumes_and_nothing_is_lost_or_doubled(database: Any) -> None:
+    db = database.url  # SQLite file or PostgreSQL schema (tests/conftest.py)
     store = Store(db)
     budget = 80
     sid = new_search(store, budget=budget)
