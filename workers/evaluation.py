@@ -282,35 +282,45 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
                 return done("rejected", rejection=rejection)
             deadline.check(Stage.STABILITY)
 
+        # A rejection found inside a stage is returned only after the stage's cost is
+        # recorded: `done` snapshots `costs`, so returning from inside the `try` would
+        # run the `finally` too late and drop the stage's seconds from the result.
         if spec.quality:
             t = time.perf_counter()
+            rejection = None
             try:
                 for task in spec.tasks:
                     r = short_train(_factory(g, spec, task.layout), task.backbone, task.task,
                                     spec.quality_steps, task.config, spec.seed)
                     if r.diverged:
-                        return done("rejected", rejection=Rejection(
-                            Stage.QUALITY, f"{task.objective}: diverged in the short training ({r.reason})"))
+                        rejection = Rejection(
+                            Stage.QUALITY, f"{task.objective}: diverged in the short training ({r.reason})")
+                        break
                     rejection = quality_check(r.val_accuracy, chance_accuracy(task.task, task.config.data_root),
                                               spec.quality_margin, task.objective)
                     if rejection:
-                        return done("rejected", rejection=rejection)
+                        break
                     deadline.check(Stage.QUALITY)
             finally:
                 costs.append((Stage.QUALITY, time.perf_counter() - t))
+            if rejection:
+                return done("rejected", rejection=rejection)
 
         t = time.perf_counter()
         scores = []
+        rejection = None
         try:
             for task in spec.tasks:
                 r = train(_factory(g, spec, task.layout), task.backbone, task.task, task.config, spec.seed)
                 if r.diverged:
-                    return done("rejected", rejection=Rejection(
-                        Stage.TRAINING, f"{task.objective}: diverged ({r.reason})"))
+                    rejection = Rejection(Stage.TRAINING, f"{task.objective}: diverged ({r.reason})")
+                    break
                 scores.append(TaskScore.of(task, r))
                 deadline.check(Stage.TRAINING)
         finally:
             costs.append((Stage.TRAINING, time.perf_counter() - t))
+        if rejection:
+            return done("rejected", rejection=rejection)
         cost = relative_cost(g, eps=spec.eps) if spec.measure_cost else None
         return done("evaluated", scores=tuple(scores), cost=cost)
     except _Rejected as e:

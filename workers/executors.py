@@ -79,8 +79,8 @@ class InProcessExecutor(Executor):
     """Runs jobs one at a time in the calling thread, inside `wait`.
 
     Timeouts cannot be enforced here (a Python thread cannot be killed); the
-    evaluation's own deadline still stops long training. Use Ray for hard
-    limits.
+    evaluation's own `time_limit_s` is checked only between stages and tasks,
+    so one long training runs to its end. Use Ray for hard limits.
     """
 
     def __init__(self) -> None:

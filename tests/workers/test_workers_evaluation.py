@@ -1,0 +1,185 @@
+"""evaluate(): a survivor gets one score per task; a functional duplicate reuses the cached
+result without training; a time limit turns a candidate that runs too long into a worker
+rejection, in process and on Ray.
+
+ResNet on sklearn digits with a few steps keeps the whole file to seconds of CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+
+from primitives import Graph, structural_hash
+from primitives.fingerprint import fingerprint
+from primitives.zoo import ZOO
+from workers import evaluation
+from workers.evaluation import EvalSpec, EvaluationResult, ProxyTask, evaluate, screen, with_steps
+from workers.executors import JobFailure, RayExecutor
+from workers.rejection import Rejection, Stage
+from workers.train import TrainResult
+
+DIGITS = with_steps(EvalSpec(tasks=(ProxyTask("resnet", "digits"),), quality_steps=20, stability_steps=5), 4)
+
+
+def zoo_graph(name: str) -> Graph:
+    graph = ZOO[name].graph
+    assert graph is not None
+    return graph
+
+
+S0 = zoo_graph("evonorm_s0")
+# EvoNorm-S0 written the other way round: (x / std_group(x)) * sigmoid(v1 * x). Another
+# structure, the same function.
+S0_REORDERED = Graph.build(("std_group", ["x"]), ("div", ["x", 4]), ("mul", ["v1", "x"]), ("sigmoid", [6]),
+                           ("mul", [5, 7]))
+X_TIMES_X = Graph.build(("mul", ["x", "x"]),)
+SQUARE = Graph.build(("square", ["x"]),)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def forbid(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make these workers.evaluation functions fail the test if called."""
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("called a stage that should have been skipped")
+
+    for name in names:
+        monkeypatch.setattr(evaluation, name, forbidden)
+
+
+@pytest.fixture(scope="module")
+def s0_result() -> EvaluationResult:
+    torch.set_num_threads(1)
+    return evaluate(S0, DIGITS)
+
+
+def test_a_survivor_is_scored_on_every_task(s0_result: EvaluationResult) -> None:
+    r = s0_result
+    assert r.status == "evaluated", r.rejection
+    assert r.rejection is None and r.duplicate_of is None
+    assert r.fingerprint == fingerprint(S0)
+    assert [s.objective for s in r.scores] == ["resnet:digits"]
+    score = r.scores[0]
+    assert score.steps == 4 and 0.0 <= score.accuracy <= 1.0 and math.isfinite(score.loss)
+    assert r.objectives == (score.accuracy,)
+    assert [stage for stage, _ in r.stage_seconds] == [
+        Stage.STATIC, Stage.NUMERIC, Stage.DUPLICATE, Stage.STABILITY, Stage.QUALITY, Stage.TRAINING]
+    assert all(seconds >= 0 for _, seconds in r.stage_seconds)
+    assert r.worker
+
+
+def test_functional_duplicates_share_a_fingerprint_not_a_structure() -> None:
+    for a, b in ((S0, S0_REORDERED), (X_TIMES_X, SQUARE)):
+        assert structural_hash(a) != structural_hash(b)
+        assert fingerprint(a) == fingerprint(b)
+    assert fingerprint(S0) != fingerprint(zoo_graph("evonorm_s1"))
+
+
+def test_a_functional_duplicate_reuses_the_cached_scores_without_training(
+        s0_result: EvaluationResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid(monkeypatch, "train", "short_train", "stability_stage")
+    cache = {s0_result.fingerprint or "": s0_result}
+    start = time.perf_counter()
+    dup = evaluate(S0_REORDERED, DIGITS, cache=cache)
+    elapsed = time.perf_counter() - start
+    assert dup.status == "duplicate"
+    assert dup.duplicate_of == s0_result.fingerprint == dup.fingerprint
+    assert dup.scores == s0_result.scores and dup.objectives == s0_result.objectives
+    assert dup.rejection is None
+    # Only the screening ran (milliseconds), not the seconds of training s0_result took.
+    assert [stage for stage, _ in dup.stage_seconds] == [Stage.STATIC, Stage.NUMERIC, Stage.DUPLICATE]
+    assert elapsed < s0_result.wall_s
+
+
+def test_a_duplicate_of_a_rejected_candidate_is_rejected_for_the_same_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid(monkeypatch, "train", "short_train", "stability_stage")
+    earlier = EvaluationResult("rejected", fingerprint(X_TIMES_X),
+                               rejection=Rejection(Stage.STABILITY, "gradient norm 1e+12 > 1e+08 at step 2"))
+    result = evaluate(SQUARE, DIGITS, cache={fingerprint(X_TIMES_X): earlier})
+    assert result.status == "rejected"
+    assert result.rejection == earlier.rejection
+    assert result.duplicate_of == earlier.fingerprint
+    assert result.objectives is None
+
+
+def test_a_cache_miss_is_evaluated_and_screening_is_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    relu = zoo_graph("relu")
+    screening = screen(relu, DIGITS)
+    forbid(monkeypatch, "screen", "train")
+    # A cache with other fingerprints: relu must not be taken for one of them. The full
+    # training is forbidden, so the quality stage rejects to stop the test early.
+    spec = replace(DIGITS, quality_margin=1.0)
+    other = {"0" * 64: EvaluationResult("evaluated", "0" * 64)}
+    result = evaluate(relu, spec, cache=other, screening=screening)
+    assert result.status == "rejected" and result.duplicate_of is None
+    assert result.rejection is not None and result.rejection.stage is Stage.QUALITY
+
+
+def test_a_divergence_in_the_full_training_is_rejected_with_the_stage_cost_recorded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def diverging(*args: Any, **kwargs: Any) -> TrainResult:
+        time.sleep(0.05)
+        return TrainResult("digits", "resnet", 0, 0.0, math.inf, math.inf, 7, 1.0, 0.05, 1,
+                           diverged=True, reason="non-finite loss at step 8")
+
+    monkeypatch.setattr(evaluation, "train", diverging)
+    result = evaluate(zoo_graph("bn_relu"), replace(DIGITS, stability=False, quality=False))
+    assert result.status == "rejected"
+    assert result.rejection == Rejection(Stage.TRAINING, "resnet:digits: diverged (non-finite loss at step 8)")
+    costs = dict(result.stage_seconds)
+    assert list(costs)[-1] == Stage.TRAINING and costs[Stage.TRAINING] >= 0.05
+
+
+def test_a_time_limit_rejects_as_a_worker_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    forbid(monkeypatch, "train", "short_train")
+    spec = replace(DIGITS, time_limit_s=1e-3)
+    result = evaluate(zoo_graph("bn_relu"), spec)
+    assert result.status == "rejected"
+    assert result.rejection is not None
+    assert result.rejection.stage is Stage.WORKER
+    assert "time limit exceeded during stability" in result.rejection.reason
+
+
+@pytest.mark.slow  # a private Ray and a worker that imports torch: tens of seconds on a loaded machine
+def test_a_hung_evaluation_on_ray_times_out_and_the_pool_carries_on() -> None:
+    """A candidate whose training never ends (10**9 steps) is killed at its deadline."""
+    endless = replace(with_steps(DIGITS, 10**9), stability=False, quality=False)
+    ex = RayExecutor(local_cpus=1, max_retries=0)
+    out: dict[int, Any] = {}
+
+    def drain() -> None:
+        start = time.monotonic()
+        while ex.in_flight:
+            assert time.monotonic() - start < 120, "the executor did not finish its jobs"
+            out.update(ex.wait(timeout_s=5.0))
+
+    try:
+        # Warm the worker (torch, the data) with a real screening, so the deadline below
+        # is spent in the evaluation, not in the worker's start-up.
+        warm = ex.submit(screen, ZOO["bn_relu"].graph, DIGITS)
+        drain()
+        assert out[warm].rejection is None
+        start = time.monotonic()
+        hung = ex.submit(evaluate, ZOO["bn_relu"].graph, endless, timeout_s=3.0)
+        drain()
+        assert isinstance(out[hung], JobFailure) and out[hung].kind == "timeout"
+        assert time.monotonic() - start < 30
+        after = ex.submit(screen, ZOO["layernorm"].graph, DIGITS)
+        drain()
+        assert out[after].fingerprint == fingerprint(zoo_graph("layernorm"))
+    finally:
+        ex.close()
