@@ -27,6 +27,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from db import Store
+
 PG_URL = os.environ.get("EVONORM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -104,6 +106,16 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
         return
     with fresh_pg_database() as db:
         yield db
+
+
+@pytest.fixture
+def store(database: Database) -> Iterator[Store]:
+    """The store opened on `database`: every test that takes it runs on each backend."""
+    s = Store(database.url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -1,8 +1,8 @@
 """Fixtures for the store tests: every test runs on each backend.
 
-The backend fixtures (`database`, `pg_database`, `pg_url`) live in
-tests/conftest.py, shared with the API tests; this file adds the store
-opened on them and a SQLAlchemy admin engine (only db/ and tests/db import SQLAlchemy).
+The backend fixtures (`database`, `pg_database`, `pg_url`) and `store`
+live in tests/conftest.py, shared with the other test directories; this
+file adds a SQLAlchemy admin engine (only db/ and tests/db import SQLAlchemy).
 
 No `__init__.py` in tests/ on purpose: a package named `tests.db` would be
 imported as `db` and shadow the real package, so test module names start
@@ -12,21 +12,9 @@ with `test_db_` to stay unique.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine
-
-from db import Store
-
-
-@pytest.fixture
-def store(database: Any) -> Iterator[Store]:
-    s = Store(database.url)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture
