@@ -93,8 +93,9 @@ def test_backbone_must_match_task_kind() -> None:
 
 def test_recipe_overrides_and_schedule() -> None:
     base = RECIPES["shapes32"]
-    recipe = recipe_for("shapes32", TrainConfig(steps=100, lr=0.5))
+    recipe = recipe_for("shapes32", TrainConfig(steps=100, lr=0.5, warmup_frac=0.05))
     assert (recipe.steps, recipe.lr, recipe.batch_size) == (100, 0.5, base.batch_size)
+    assert recipe.label_smoothing == base.label_smoothing  # not overridden: kept
     assert recipe.backbones == base.backbones
     assert recipe_for("shapes32") == base
     assert backbone_kwargs_for("shapes32", "resnet", TrainConfig(backbone_kwargs={"width_mult": 2.0})
