@@ -5,8 +5,10 @@ multi-objective tournament): the population holds the most recent
 `population_size` evaluated candidates; a tournament samples
 `tournament_size` of them, keeps that sample's Pareto front, and picks the
 parent at random from it; the child is the parent mutated once. Until the
-population is full, proposals are zoo seeds (if configured) and then random
-graphs.
+population is full, proposals are random graphs, as in the paper; a search
+seeded with zoo layers proposes the seeds first and then evolves from
+whatever of them has been evaluated, since most random graphs are rejected
+and a random fill would spend a small budget on them.
 
 Each proposal k draws from its own generator seeded by (seed, k), so a
 search is reproducible from its seed given the same order of results, and a
@@ -85,8 +87,8 @@ class AgingEvolution(RandomSearch):
         return sample[rng.choice(front)]
 
     def propose(self, k: int) -> Proposal:
-        full = len(self.population) == self.population.maxlen
-        if k < len(self.seeds) or not full:
+        ready = len(self.population) == self.population.maxlen or (bool(self.seeds) and bool(self.population))
+        if k < len(self.seeds) or not ready:
             return super().propose(k)
         rng = proposal_rng(self.seed, k)
         parent = self.select(rng)

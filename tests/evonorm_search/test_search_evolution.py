@@ -70,11 +70,27 @@ def test_aging_drops_the_oldest() -> None:
     assert [i.candidate_id for i in evo.population] == [1, 2, 3, 99]
 
 
-def test_seeds_first_then_random_until_population_full() -> None:
+def test_seeds_first_then_mutations_of_what_was_evaluated() -> None:
     seeds = [("bn_relu", ZOO["bn_relu"].graph), ("evonorm_s0", ZOO["evonorm_s0"].graph)]
     evo = AgingEvolution(population_size=3, tournament_size=2, maximise=[True], seed=0,
                          seeds=[(n, g) for n, g in seeds if g is not None])
+    # nothing evaluated yet (both seeds rejected or in flight): random graphs
     assert [evo.propose(k).origin for k in range(4)] == ["seed:bn_relu", "seed:evonorm_s0", "random", "random"]
+    graph = ZOO["bn_relu"].graph
+    assert graph is not None
+    evo.tell(Individual(1, graph, (0.9,)))
+    child = evo.propose(4)
+    assert child.origin == "mutation" and child.parents == (1,)
+
+
+def test_unseeded_evolution_waits_for_a_full_population() -> None:
+    evo = AgingEvolution(population_size=3, tournament_size=2, maximise=[True], seed=0)
+    rng = random.Random(0)
+    for i in range(2):
+        evo.tell(Individual(i, random_graph(rng), (rng.random(),)))
+    assert evo.propose(2).origin == "random"
+    evo.tell(Individual(2, random_graph(rng), (rng.random(),)))
+    assert evo.propose(3).origin == "mutation"
 
 
 def test_batch_independent_children_have_no_batch_statistics() -> None:
