@@ -142,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ResNet, for images: at 300 CPU steps it ranks layers repeatably across
     # seeds and the ResNet does not (docs/proxy.md).
     "quick": {
-        "name": "quick", "budget": 24, "population_size": 8, "tournament_size": 3, "in_flight": 2,
+        "name": "quick", "budget": 40, "population_size": 8, "tournament_size": 3, "in_flight": 2,
         "seed_with_zoo": ["bn_relu", "evonorm_s0"],
         "tasks": [
             {"backbone": "mobilenet", "task": "shapes32"},
