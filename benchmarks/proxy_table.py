@@ -67,7 +67,7 @@ def run_all(layers: tuple[str, ...], seeds: tuple[int, ...]) -> dict[str, Any]:
         "torch": torch.__version__, "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": "cpu",
-        "steps": {t.objective: recipe_for(t.task, t.config).steps for t in DEFAULT_TASKS},
+        "steps": {t.objective: recipe_for(t.task, t.config, t.backbone).steps for t in DEFAULT_TASKS},
     }
     done = {(r["layer"], r["objective"], r["seed"]) for r in data["runs"]}
     # Layers are compiled eagerly (no torch.compile): what a search worker trains.
@@ -228,6 +228,7 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true", help="no training; rebuild the doc")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--objectives", default="", help="comma-separated subset, e.g. resnet:shapes32")
+    parser.add_argument("--layers", default="", help="comma-separated subset of the zoo layers")
     parser.add_argument("--results", type=Path, default=None,
                         help="write runs here instead (run subsets in parallel, then merge)")
     args = parser.parse_args()
@@ -240,7 +241,8 @@ def main() -> None:
         wanted = set(args.objectives.split(","))
         DEFAULT_TASKS = tuple(t for t in DEFAULT_TASKS if t.objective in wanted)
     start = time.perf_counter()
-    data = _load() if args.render_only else run_all(LAYERS, SEEDS)
+    layers = tuple(args.layers.split(",")) if args.layers else LAYERS
+    data = _load() if args.render_only else run_all(layers, SEEDS)
     print_table(data)
     for obj, s in analyse(data).items():
         print(obj, {k: v for k, v in s.items() if k != "ranking"})

@@ -144,7 +144,7 @@ def task_plan(config: SearchConfig, settings: RerankSettings) -> list[tuple[Prox
     """Per objective: the proxy task with the longer budget, and its learning rates."""
     plan = []
     for task in config.eval_spec().tasks:
-        recipe = recipe_for(task.task, task.config)
+        recipe = recipe_for(task.task, task.config, task.backbone)
         steps = settings.steps or max(1, round(recipe.steps * settings.steps_mult))
         lrs = settings.lrs or tuple(recipe.lr * f for f in LR_FACTORS)
         plan.append((replace(task, config=replace(task.config, steps=steps)), lrs))

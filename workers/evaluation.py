@@ -209,7 +209,7 @@ def stability_stage(g: Graph, spec: EvalSpec) -> tuple[Rejection | None, float]:
     task = spec.tasks[0]
     info = get_task(task.task)
     data = info.load(task.config.data_root)
-    recipe = recipe_for(task.task, task.config)
+    recipe = recipe_for(task.task, task.config, task.backbone)
     kwargs = {**recipe.backbones.get(task.backbone, {}), **task.config.backbone_kwargs}
     gen = torch.Generator().manual_seed(spec.seed)
     x: torch.Tensor

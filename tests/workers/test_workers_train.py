@@ -98,6 +98,10 @@ def test_recipe_overrides_and_schedule() -> None:
     assert recipe.label_smoothing == base.label_smoothing  # not overridden: kept
     assert recipe.backbones == base.backbones
     assert recipe_for("shapes32") == base
+    # the ResNet's own learning rate; a config's lr still wins
+    assert recipe_for("shapes32", None, "resnet").lr == base.backbone_lr["resnet"] != base.lr
+    assert recipe_for("shapes32", None, "mobilenet").lr == base.lr
+    assert recipe_for("shapes32", TrainConfig(lr=0.5), "resnet").lr == 0.5
     assert backbone_kwargs_for("shapes32", "resnet", TrainConfig(backbone_kwargs={"width_mult": 2.0})
                                ) == {"stem_stride": 2, "width_mult": 2.0, "in_channels": 3}
     assert backbone_kwargs_for("pydoc_chars", "transformer") == {"block_size": 64}
