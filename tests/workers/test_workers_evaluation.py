@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -43,12 +42,7 @@ X_TIMES_X = Graph.build(("mul", ["x", "x"]),)
 SQUARE = Graph.build(("square", ["x"]),)
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def forbid(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:

@@ -10,7 +10,6 @@ core.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -48,12 +47,7 @@ MINUS_ITSELF = Graph.build(("neg", ["x"]), ("add", ["x", 4]))
 NAN = Graph.build(("exp", ["x"]), ("exp", [4]), ("square", [5]), ("neg", [6]), ("add", [6, 7]))
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
