@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,11 +44,6 @@ def ray_executor() -> Iterator[RayExecutor]:
     ex.close()
 
 
-def ray_job_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-f", "ray::_run_job"], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in found]
-
-
 def test_ray_runs_real_tasks(ray_executor: RayExecutor) -> None:
     assert ray_executor.slots == 2
     jobs = {ray_executor.submit(math.factorial, n): math.factorial(n) for n in range(5, 10)}
@@ -74,16 +69,27 @@ def test_ray_hung_job_times_out_and_the_pool_is_reused(ray_executor: RayExecutor
     assert drain(ray_executor)[after] == 7.0
 
 
-def test_ray_retries_a_job_whose_worker_is_killed(ray_executor: RayExecutor) -> None:
-    job = ray_executor.submit(time.sleep, 3)  # returns None when it completes
+def test_ray_retries_a_job_whose_worker_is_killed(ray_executor: RayExecutor, tmp_path: Path) -> None:
+    pid_dir = str(tmp_path)
+
+    # Nested, so cloudpickle ships it by value; each attempt leaves its worker's pid behind.
+    def record_pid_then_sleep(seconds: float) -> int:
+        with open(os.path.join(pid_dir, f"{os.getpid()}.pid"), "w"):
+            pass
+        time.sleep(seconds)
+        return os.getpid()
+
+    job = ray_executor.submit(record_pid_then_sleep, 3.0)
     deadline = time.monotonic() + 60
-    while not ray_job_pids():
+    while not list(tmp_path.glob("*.pid")):
         assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.1)
-    for pid in ray_job_pids():
-        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    first = int(next(tmp_path.glob("*.pid")).stem)
+    os.kill(first, signal.SIGKILL)
     out = drain(ray_executor)
-    assert out[job] is None  # completed on a retried worker, not a failure
+    # Completed, not a failure, and on another worker process than the one killed.
+    assert isinstance(out[job], int) and out[job] != first
+    assert {int(p.stem) for p in tmp_path.glob("*.pid")} == {first, out[job]}
     assert drain(ray_executor) == {}
 
 
