@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     store = store or _open_store(settings.db_url)
     coordinator = coordinator or Coordinator(
         store, executor=settings.executor, ray_address=settings.ray_address, executor_factory=executor_factory,
-        runner_kwargs=runner_kwargs, max_running=settings.max_running)
+        runner_kwargs=runner_kwargs, max_running=settings.max_running, export_dir=settings.export_dir)
     metrics = Metrics(store, lambda: coordinator)
     state = AppState(settings=settings, store=store, coordinator=coordinator, fronts=LiveFronts(store),
                      candidates=CandidateCache(store), metrics=metrics)

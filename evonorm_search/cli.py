@@ -232,8 +232,11 @@ def run(
     console.print(f"search {result.id}: [bold]{result.status}[/], {result.num_evaluated} evaluated, "
                   f"{result.num_rejected} rejected of {result.num_candidates}")
     _print_front(store, result.id)
-    out = export_dir or Path("runs") / f"search-{result.id}" / "winners"
-    paths = _export_winners(store, result.id, out)
+    from evonorm_search.settings import get_settings
+    from evonorm_search.summary import export_winners, winners_dir
+
+    out = export_dir or winners_dir(get_settings().export_dir or Path("runs"), result.id)
+    paths = export_winners(store, result.id, out)
     if paths:
         console.print(f"exported {len(paths)} winners to {out}/")
     if summary_json:
@@ -289,23 +292,6 @@ def _print_front(store: Any, search_id: int) -> None:
             [f"rejected: {c.rejection_stage}"] + [""] * (len(cfg.objectives) - 1)
         table.add_row(f"[dim]{c.id}[/]", f"[dim]zoo {name}[/]", *scores, "[dim]baseline[/]")
     console.print(table)
-
-
-def _export_winners(store: Any, search_id: int, out: Path) -> list[Path]:
-    from evonorm_search.config import SearchConfig
-    from evonorm_search.summary import evaluated, pareto_front
-
-    search = store.get_search(search_id)
-    cfg = SearchConfig.model_validate(search.config)
-    paths = []
-    for m in pareto_front(evaluated(store, search_id), cfg.maximise):
-        name = m.zoo_name or f"candidate_{m.candidate_id}"
-        data = export_bytes(m.graph, ExportFormat.PY, name=name, eps=cfg.eps)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{name}.py"
-        path.write_bytes(data)
-        paths.append(path)
-    return paths
 
 
 def _summary(store: Any, search_id: int) -> dict[str, Any]:
@@ -366,7 +352,9 @@ def export_winners(
     from db import NotFoundError
 
     try:
-        paths = _export_winners(_open_store(db), search_id, output)
+        from evonorm_search.summary import export_winners
+
+        paths = export_winners(_open_store(db), search_id, output)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
     for p in paths:

@@ -17,6 +17,9 @@ hands their searches back to queued, so the next start resumes them; it
 never marks a search failed. One coordinator per database: two would run
 the same search twice.
 
+Exports: with `export_dir` set (EVONORM_EXPORT_DIR), a search that finishes has
+its front written to `export_dir/search-<id>/winners/*.py`.
+
 Executors: `settings.executor == "ray"` gives every runner its own
 `RayExecutor` on one shared Ray connection (the coordinator calls
 `ray.init` once, so no runner's executor owns Ray and shuts it down for the
@@ -32,11 +35,13 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from db import SearchRecord, SearchStatus, Store, TransitionError
 from evonorm_search.config import SearchConfig
 from evonorm_search.runner import Progress, SearchRunner
+from evonorm_search.summary import export_winners, winners_dir
 from workers.executors import Executor, Outcome, make_executor
 
 log = logging.getLogger(__name__)
@@ -103,7 +108,8 @@ class Coordinator:
     def __init__(self, store: Store, *, executor: str = "ray", ray_address: str | None = None,
                  executor_factory: ExecutorFactory | None = None,
                  runner_kwargs: Mapping[str, Any] | None = None, max_running: int = 4,
-                 join_timeout_s: float = 30.0, reconnect_s: float = 60.0) -> None:
+                 join_timeout_s: float = 30.0, reconnect_s: float = 60.0,
+                 export_dir: Path | None = None) -> None:
         if executor not in ("ray", "inprocess"):
             raise ValueError(f"executor must be ray or inprocess, got {executor!r}")
         if max_running < 0:
@@ -118,6 +124,7 @@ class Coordinator:
         self.executor_factory = executor_factory or self._default_executor
         self.runner_kwargs = dict(runner_kwargs or {})
         self.max_running = max_running
+        self.export_dir = export_dir
         self.join_timeout_s = join_timeout_s
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -273,6 +280,8 @@ class Coordinator:
                 raise StopRunner()
             result = runner.run()
             log.info("coordinator: search %s returned with status %s", search_id, result.status)
+            if result.status is SearchStatus.FINISHED and self.export_dir is not None:
+                self._export(search_id, self.export_dir)
         except StopRunner:
             self._hand_back(search_id)
         except TransitionError as e:
@@ -289,6 +298,14 @@ class Coordinator:
                 except Exception:
                     log.warning("coordinator: closing the executor of search %s failed", search_id,
                                 exc_info=True)
+
+    def _export(self, search_id: int, export_dir: Path) -> None:
+        # A full disk or an unwritable volume costs the files, never the finished search.
+        try:
+            paths = export_winners(self._runner_store, search_id, winners_dir(export_dir, search_id))
+            log.info("coordinator: exported %d winners of search %s", len(paths), search_id)
+        except Exception:
+            log.warning("coordinator: exporting the winners of search %s failed", search_id, exc_info=True)
 
     def _hand_back(self, search_id: int) -> None:
         try:

@@ -14,7 +14,9 @@ class Settings(BaseSettings):
     db_url: str = Field("sqlite:///runs/evonorm.db", description="SQLAlchemy URL or a SQLite file path")
     ray_address: str | None = Field(None, description="Join this Ray cluster; default: start a local one")
     executor: str = Field("ray", pattern="^(ray|inprocess)$")
-    export_dir: Path = Field(Path("runs/exports"), description="Where winners are exported")
+    export_dir: Path | None = Field(None, description=(
+        "Every finished search's Pareto front is exported here as .py modules, in search-<id>/winners/ "
+        "(unset: the coordinator exports nothing; `run` uses runs/)"))
     token: str | None = Field(None, description="Bearer token required by mutating API calls")
     data_dir: str | None = Field(None, description="Local CIFAR directory")
     max_running: int = Field(4, ge=0, le=1024, description="Searches run at once; the rest queue")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from db import CandidateRecord, CandidateStatus, Store
 from evonorm_search.config import SearchConfig
 from evonorm_search.pareto import hypervolume, nondominated
 from primitives import Graph, formula
+from primitives.export import ExportFormat, export_bytes
 
 
 @dataclass(frozen=True)
@@ -71,3 +73,20 @@ def baselines(store: Store, search_id: int, config: SearchConfig) -> dict[str, C
 
 def objective_names(config: SearchConfig) -> list[str]:
     return config.objectives
+
+
+def winners_dir(export_dir: Path, search_id: int) -> Path:
+    return export_dir / f"search-{search_id}" / "winners"
+
+
+def export_winners(store: Store, search_id: int, out: Path) -> list[Path]:
+    """Write every layer on the search's Pareto front to `out` as a standalone .py module."""
+    cfg = SearchConfig.model_validate(store.get_search(search_id).config)
+    paths = []
+    for m in pareto_front(evaluated(store, search_id), cfg.maximise):
+        name = m.zoo_name or f"candidate_{m.candidate_id}"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}.py"
+        path.write_bytes(export_bytes(m.graph, ExportFormat.PY, name=name, eps=cfg.eps))
+        paths.append(path)
+    return paths

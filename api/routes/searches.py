@@ -154,6 +154,10 @@ def list_candidates(
         "status changes of older rows arrive as events (`/api/events`)."))] = None,
 ) -> CandidatePage:
     """Filter by status and rejection stage, sort, page with limit/offset, or follow with `after`."""
+    if after is not None and (sort not in ("id", "created_at") or order == "desc"):
+        # The cursor is an id: any other order would skip rows past it that sort before it.
+        raise RequestValidationError([{"loc": ("query", "after"), "type": "value_error",
+                                       "msg": "the `after` cursor follows id order: use sort=id, order=asc"}])
     search = state.store.get_search(search_id)
     total: int | None = None
     if after is None:

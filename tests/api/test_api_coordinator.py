@@ -72,6 +72,38 @@ def test_start_resumes_a_search_a_crash_left_running(database: Any) -> None:
     store.close()
 
 
+def test_a_finished_search_exports_its_front_to_the_export_dir(database: Any, tmp_path: Path) -> None:
+    import importlib.util
+
+    import torch
+
+    store = Store(database.url)
+    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": 12})
+    coordinator = Coordinator(store, executor="inprocess", runner_kwargs=api_fakes.FAST_RUNNER,
+                              export_dir=tmp_path / "exports")
+    coordinator.start()
+    try:
+        sid = coordinator.launch(cfg).id
+        api_fakes.wait_for(lambda: store.get_search(sid).status is SearchStatus.FINISHED, 120, what="finish")
+        out = tmp_path / "exports" / f"search-{sid}" / "winners"
+        api_fakes.wait_for(lambda: out.is_dir() and any(out.glob("*.py")), 30, what="the exported winners")
+    finally:
+        coordinator.stop()
+    from evonorm_search.summary import evaluated, pareto_front
+
+    front = pareto_front(evaluated(store, sid), cfg.maximise)
+    assert len(list(out.glob("*.py"))) == len(front) > 0
+    for path in out.glob("*.py"):   # each is a working module
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        layers = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+                  and v.__module__ == module.__name__]
+        assert len(layers) == 1 and layers[0](8)(torch.randn(2, 8, 4, 4)).shape == (2, 8, 4, 4)
+    store.close()
+
+
 def test_stopped_then_killed_server_resumes_after_restart(tmp_path: Path) -> None:
     """The serving process, stopped (SIGINT, with a dashboard's event stream open), then SIGKILLed
     mid-search: each time a new process resumes the search, and it ends with every candidate once."""

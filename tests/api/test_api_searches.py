@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 import api_fakes
@@ -152,6 +154,8 @@ def test_launch_422_names_each_bad_field(finished: tuple[TestClient, int]) -> No
     ({"limit": 0}, "limit"), ({"limit": 10_000}, "limit"), ({"offset": -1}, "offset"),
     ({"sort": "formula"}, "sort"), ({"status": "done"}, "status.0"), ({"after": -5}, "after"),
     ({"rejection_stage": "DROP TABLE"}, "rejection_stage"),
+    # A cursor in any order but id ascending would skip rows: refused, not silently lossy.
+    ({"after": 3, "order": "desc"}, "after"), ({"after": 3, "sort": "generation"}, "after"),
 ])
 def test_candidates_422(finished: tuple[TestClient, int], params: dict[str, Any], field: str) -> None:
     client, sid = finished
@@ -198,13 +202,23 @@ def test_pause_resume_cancel(app_factory: Any) -> None:
 
 
 def test_queue_runs_at_most_max_running(app_factory: Any) -> None:
-    with TestClient(app_factory(max_running=1)) as client:
+    with TestClient(app_factory(max_running=1, runner=api_fakes.SLOW_RUNNER)) as client:
+        coordinator = client.app.state.evonorm.coordinator  # type: ignore[attr-defined]
         a = client.post("/api/searches", json=TINY).json()["id"]
         b = client.post("/api/searches", json={**TINY, "name": "second"}).json()["id"]
-        statuses = client.get(f"/api/searches/{b}").json()["status"]
-        assert statuses in ("queued", "running", "finished")
-        wait_status(client, a, "finished")
-        wait_status(client, b, "finished")
+        wait_status(client, a, "running")
+        # While the first runs, the second waits in the queue.
+        for _ in range(10):
+            assert client.get(f"/api/searches/{b}").json()["status"] == "queued"
+            assert coordinator.running() in ([a], [])
+            time.sleep(0.05)
+        wait_status(client, a, "finished", timeout=120)
+        wait_status(client, b, "finished", timeout=120)
+        runs = {sid: client.get(f"/api/searches/{sid}").json() for sid in (a, b)}
+        # One at a time: the second started only after the first finished.
+        started, finished = (datetime.fromisoformat(runs[sid][k].replace("Z", "+00:00"))
+                             for sid, k in ((b, "started_at"), (a, "finished_at")))
+        assert started >= finished, runs
 
 
 def test_nothing_runs_with_max_running_zero(app_factory: Any) -> None:

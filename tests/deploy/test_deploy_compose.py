@@ -39,6 +39,15 @@ def _command(service: dict[str, Any]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
+def _steps(service: dict[str, Any]) -> list[list[str]]:
+    """A command's steps: `sh -c "a && exec b"` -> [a, b] (without `exec`), a plain command -> [it]."""
+    argv = _command(service)
+    if argv[:2] != ["sh", "-c"]:
+        return [argv]
+    steps = [shlex.split(part) for part in argv[2].split("&&")]
+    return [step[1:] if step[0] == "exec" else step for step in steps]
+
+
 def _options(command: Any) -> set[str]:
     return {opt for p in command.params for opt in getattr(p, "opts", [])}
 
@@ -82,7 +91,8 @@ def test_environment_names_are_real_settings(compose: dict[str, Any]) -> None:
     for required in ("EVONORM_DB_URL", "EVONORM_RAY_ADDRESS", "EVONORM_TOKEN", "EVONORM_EXECUTOR"):
         assert required in env, required
     assert env["EVONORM_DB_URL"].startswith("postgresql://") and "@postgres:5432/" in env["EVONORM_DB_URL"]
-    assert env["EVONORM_RAY_ADDRESS"] == "ray-head:6379"
+    # The coordinator's own Ray node (joined before `serve`) is what `auto` finds.
+    assert env["EVONORM_RAY_ADDRESS"] == "auto"
     # The driver and every node share one Ray auth token.
     tokens = {svc["environment"]["RAY_AUTH_TOKEN"] for name, svc in compose["services"].items()
               if name != "postgres"}
@@ -95,8 +105,15 @@ def test_exports_volume_is_the_export_dir(compose: dict[str, Any]) -> None:
     assert f"exports:{export_dir}" in coordinator["volumes"] and "exports" in compose["volumes"]
 
 
-def test_coordinator_command_is_a_cli_subcommand(compose: dict[str, Any]) -> None:
-    argv = _command(compose["services"]["coordinator"])
+def test_coordinator_joins_ray_as_an_empty_node_then_serves(compose: dict[str, Any]) -> None:
+    from ray.scripts.scripts import start
+
+    join, argv = _steps(compose["services"]["coordinator"])
+    assert join[:2] == ["ray", "start"] and "--address=ray-head:6379" in join
+    assert "--head" not in join and "--block" not in join    # it must return so that `serve` runs
+    assert {"--num-cpus=0", "--num-gpus=0"} <= set(join)      # no evaluation is scheduled next to the API
+    assert _used_options(join) <= _options(start), _used_options(join) - _options(start)
+    assert "shm_size" in compose["services"]["coordinator"]
     assert argv[0] == "evonorm-search"
     cli = typer.main.get_command(app)
     commands: dict[str, Any] = getattr(cli, "commands", {})   # typer vendors its own click classes

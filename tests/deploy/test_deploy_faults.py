@@ -247,7 +247,7 @@ def test_load_50_clients_and_event_streams_while_a_search_runs(client: httpx.Cli
 
 
 def test_hanging_candidate_is_timed_out_rejected_and_the_workers_serve_on(
-        client: httpx.Client, store: Store, figures: dict[str, Any]) -> None:
+        client: httpx.Client, store: Store, ray_cluster: RayCluster, figures: dict[str, Any]) -> None:
     budget = 6
     # The BN-ReLU seed hangs (deploy_app's hook); everything else evaluates in about a second.
     sid = launch(client, cheap_config("hang", budget=budget, seed=HANG_SEED, timeout_s=15,
@@ -259,7 +259,11 @@ def test_hanging_candidate_is_timed_out_rejected_and_the_workers_serve_on(
     assert detail["status"] == "rejected" and detail["rejection_stage"] == "worker", detail
     assert detail["rejection_reason"].startswith("timeout"), detail["rejection_reason"]
     assert any(c["status"] == "evaluated" for c in cands if c["id"] != hung["id"])
-    # The pool survives the killed job: a search launched afterwards runs on both nodes' slots.
+    # The hung job's worker process was killed, not left sleeping on its CPU slot: once the search is
+    # over no node runs a job (the hang lasts an hour).
+    wait_for(lambda: sum(n.tasks_running() for n in ray_cluster.nodes) == 0, 60,
+             "the hung job's worker to be killed")
+    # The pool survives the killed job: a search launched afterwards finishes on the same nodes.
     after = launch(client, cheap_config("after-hang", budget=4, seed=5))
     wait_finished(client, after, 120)
     later = assert_exactly_once(client, store, after, 4)
