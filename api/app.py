@@ -22,6 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AppState
@@ -109,8 +110,10 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
             if owns_store:
                 store.close()  # the engine stays usable: a later start reconnects
 
-    app = FastAPI(title="evonorm-search", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
-                  lifespan=lifespan)
+    # The API docs pages (/docs, /redoc) load Swagger UI and ReDoc from the installed fastapi-offline
+    # package, not a CDN: a cluster's coordinator often has no internet.
+    app = FastAPIOffline(title="evonorm-search", version="0.1.0", description=DESCRIPTION, openapi_tags=TAGS,
+                         lifespan=lifespan)
     app.state.evonorm = state
     app.add_middleware(AllowHeaderMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(MetricsMiddleware, metrics=metrics)

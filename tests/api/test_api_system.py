@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 
@@ -60,3 +62,18 @@ def test_dashboard_is_served_offline(finished: tuple[TestClient, int]) -> None:
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/nope.js").status_code == 404
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_pages_are_served_offline(finished: tuple[TestClient, int], page: str) -> None:
+    client, _ = finished
+    html = client.get(page)
+    assert html.status_code == 200 and "/openapi.json" in html.text
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html.text) + \
+        re.findall(r"url: '([^']+)'", html.text)
+    assert assets, html.text
+    for url in assets:
+        assert url.startswith("/"), f"{page} loads {url} from outside the app"
+        if url.endswith((".js", ".css")):
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 10_000, url
