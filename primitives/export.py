@@ -4,7 +4,9 @@ Functions return bytes; the caller (CLI, API) decides where they go, so the
 search space stays free of I/O.
 
 - py: the generated standalone source (imports only torch); `Layer(C)`.
-- torchscript: `torch.jit.load(f)`, the module in its current mode.
+- torchscript: `torch.jit.load(f)`, the scripted module; a fresh one is saved in
+  eval mode (as the `.pt2` is), a module passed in keeps its mode. `.train()`
+  on the loaded module switches it back to batch statistics.
 - export: `torch.export.load(f).module()`, an inference program traced in
   eval mode (running statistics, not batch statistics) with a dynamic batch
   size and, for images, dynamic height and width.
@@ -13,6 +15,7 @@ search space stays free of I/O.
 from __future__ import annotations
 
 import io
+import warnings
 from enum import StrEnum
 
 import torch
@@ -59,8 +62,11 @@ def exported_program(module: nn.Module, num_features: int, layout: str) -> torch
     try:
         try:
             return torch.export.export(module, (x,), dynamic_shapes={"x": dims})
-        except Exception:
-            # A graph whose shapes torch cannot keep symbolic still exports, with static shapes.
+        except Exception as e:
+            # A graph whose shapes torch cannot keep symbolic still exports, with static shapes; say so,
+            # since the program then only accepts the example's shape.
+            warnings.warn(f"dynamic shapes failed ({type(e).__name__}: {str(e)[:200]}); exported with the "
+                          f"static shape {tuple(x.shape)}", RuntimeWarning, stacklevel=2)
             return torch.export.export(module, (x,))
     finally:
         module.train(was_training)
@@ -81,7 +87,7 @@ def export_bytes(graph: Graph, fmt: ExportFormat | str, *, num_features: int = 6
         return module_source(graph, class_name=class_name_for(name, graph), layout=layout,
                              eps=eps, title=None).encode()
     if module is None:
-        module = layer_class(graph, layout, name, eps)(num_features, eps=eps)
+        module = layer_class(graph, layout, name, eps)(num_features, eps=eps).eval()
     if fmt is ExportFormat.TORCHSCRIPT:
         return torchscript_bytes(module)
     return program_bytes(module, num_features, layout)

@@ -2,8 +2,9 @@
 
 Every op a layer graph may use is declared once here: its name, arity, how it
 reads in a formula, how it is written in generated PyTorch code, and whether
-its value depends on other samples in the batch. Nothing else in the project
-hard-codes an op.
+its value depends on other samples in the batch. An aggregation's torch code
+is a call of a statistics helper that `primitives.codegen` writes per layout;
+nothing else in the project hard-codes an op.
 
 Element-wise ops follow the paper (Liu et al., 2020). Aggregations compute a
 statistic over an *axis set* and broadcast it back to the input shape:
@@ -18,14 +19,14 @@ is for the variance; without it the public numerics of EvoNorm-B1/B2/S2,
 RMSNorm and PowerNorm's core could not be expressed (`sqrt(moment2(x))` has
 no eps).
 
-Axis sets, for images in NCHW (see `primitives.layout` for tokens):
+Axis sets, for images in NCHW (the token layout is in `primitives.codegen`):
     batch     (N, H, W) per channel       -- depends on the batch
     instance  (H, W) per sample, channel
     group     (C/g, H, W) per sample and channel group
     layer     (C, H, W) per sample        -- a group with g = 1
 
 Numeric guards (the paper does not document any; these are ours, and
-`tests/primitives/test_ops.py` checks that finite inputs never give NaN):
+`tests/primitives/test_prim_ops.py` checks that finite inputs never give NaN):
     div    x / y with |y| raised to at least DIV_EPS, keeping y's sign
            (sign(0) taken as +). Denominators that are provably >= sqrt(eps)
            (std, rms, and max() with one of them) skip the guard, which then

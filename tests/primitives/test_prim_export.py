@@ -155,3 +155,19 @@ def test_formats_and_suffixes() -> None:
         export_bytes(Graph.build(("neg", ["x"])), "onnx")
     source = export_bytes(Graph.build(("neg", ["x"])), "py").decode()
     assert "y = -x" in source and "class Layer_" in source
+
+
+def test_a_fresh_torchscript_export_is_saved_for_inference() -> None:
+    """Like the .pt2: a downloaded B-layer uses its running statistics until `.train()` is called."""
+    layer = get_layer("evonorm_b0")
+    assert layer.graph is not None
+    loaded = torch.jit.load(io.BytesIO(export_bytes(layer.graph, ExportFormat.TORCHSCRIPT, num_features=C)))
+    assert not loaded.training
+    x = torch.randn(4, C, 4, 4) * 3 + 1
+    before = loaded.state_dict()["running_var"].clone()
+    one, two = loaded(x), loaded(x[:1])
+    torch.testing.assert_close(one[:1], two)   # running statistics: a sample's output ignores the batch
+    torch.testing.assert_close(loaded.state_dict()["running_var"], before)
+    loaded.train()
+    loaded(x)
+    assert not torch.equal(loaded.state_dict()["running_var"], before)
