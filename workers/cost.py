@@ -27,15 +27,17 @@ def _step(layer: nn.Module, x: torch.Tensor, n: int = 2) -> float:
     return time.perf_counter() - start
 
 
-def relative_cost(graph: Graph, *, repeats: int = 15, eps: float = 1e-5) -> float:
+def relative_cost(graph: Graph, *, repeats: int = 15, eps: float = 1e-5, groups: int = 32) -> float:
     """Median over rounds of (layer's fwd+bwd time / BN-ReLU's in the same round).
 
-    Pairing within a round cancels load that changes between rounds.
+    Pairing within a round cancels load that changes between rounds. `eps` and
+    `groups` are the search's (`EvalSpec.eps`, `EvalSpec.groups`), so group
+    statistics are timed at the group count the layer is trained with.
     """
     reference_graph = ZOO["bn_relu"].graph
     assert reference_graph is not None
     channels = SHAPE[1]
-    layer = layer_class(graph, "nchw")(channels, eps=eps, groups=8)
+    layer = layer_class(graph, "nchw")(channels, eps=eps, groups=groups)
     reference = layer_class(reference_graph, "nchw")(channels)
     x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0), requires_grad=True)
     _step(layer, x), _step(reference, x)  # warm up allocator and kernels

@@ -321,7 +321,7 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
             costs.append((Stage.TRAINING, time.perf_counter() - t))
         if rejection:
             return done("rejected", rejection=rejection)
-        cost = relative_cost(g, eps=spec.eps) if spec.measure_cost else None
+        cost = relative_cost(g, eps=spec.eps, groups=spec.groups) if spec.measure_cost else None
         return done("evaluated", scores=tuple(scores), cost=cost)
     except _Rejected as e:
         return done("rejected", rejection=e.rejection)
