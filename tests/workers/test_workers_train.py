@@ -1,15 +1,18 @@
-"""Training: every backbone with every factory, determinism, divergence, the recipe."""
+"""Training: every backbone with every factory and every zoo layer, determinism, divergence, the recipe."""
 
 from __future__ import annotations
 
 import math
 import pickle
+from dataclasses import replace
 
 import pytest
 import torch
 from worker_factories import FACTORIES, Explode, factory_for
 
-from workers.backbones import backbone_layout
+from primitives.zoo import ZOO
+from workers.backbones import NormActFactory, backbone_layout
+from workers.evaluation import EvalSpec, ProxyTask, TaskScore, _factory
 from workers.train import (
     RECIPES,
     TrainConfig,
@@ -44,6 +47,31 @@ def test_trains_a_few_steps(backbone: str, name: str) -> None:
     assert 0.0 <= result.val_accuracy <= 1.0
     assert math.isfinite(result.val_loss) and math.isfinite(result.train_loss)
     assert result.steps_per_s > 0 and result.wall_time_s > 0 and result.device == "cpu"
+
+
+def zoo_factory(name: str, layout: str) -> NormActFactory:
+    """The factory a search trains a zoo layer with: `_factory` for graphs, the module otherwise."""
+    layer = ZOO[name]
+    if layer.graph is None:
+        return layer.factory(layout)
+    return _factory(layer.graph, EvalSpec(eps=layer.eps), layout)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("backbone", sorted(TINY))
+def test_every_zoo_layer_trains_on_every_backbone(backbone: str, name: str) -> None:
+    task, config = TINY[backbone]
+    config = replace(config, steps=2)
+    result = train(zoo_factory(name, backbone_layout(backbone)), backbone, task, config, seed=0)
+    assert not result.diverged and result.reason is None, result.reason
+    assert result.steps == 2 and result.num_params > 0
+    assert 0.0 <= result.val_accuracy <= 1.0
+    assert math.isfinite(result.val_loss) and math.isfinite(result.train_loss)
+    assert result.steps_per_s > 0 and result.wall_time_s > 0
+    metrics = TaskScore.of(ProxyTask(backbone, task, config), result).metrics()
+    assert set(metrics) == {"accuracy", "loss", "steps", "steps_per_s", "wall_s", "params"}
+    assert all(math.isfinite(v) for v in metrics.values())
 
 
 @pytest.mark.parametrize("backbone", sorted(TINY))
