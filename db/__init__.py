@@ -8,7 +8,7 @@ the frozen records it returns:
     search = store.create_search("evo-1", {"population": 64}, seed=0)
 """
 
-from db.errors import NotFoundError, RetryableStoreError, StoreError, TransitionError
+from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError, TransitionError
 from db.migrate import upgrade
 from db.records import (
     FINISHED_CANDIDATE_STATUSES,
@@ -39,6 +39,7 @@ __all__ = [
     "EvaluationRecord",
     "EventKind",
     "EventRecord",
+    "LeaseError",
     "NewCandidate",
     "NewEvaluation",
     "NewRerankResult",

@@ -38,3 +38,13 @@ class TransitionError(StoreError):
         self.search_id = search_id
         self.current = current
         self.requested = requested
+
+
+class LeaseError(StoreError):
+    """Another runner holds the search's lease, and renewed it recently."""
+
+    def __init__(self, search_id: int, holder: str, age_s: float) -> None:
+        super().__init__(f"search {search_id} is being run by {holder} (lease renewed {age_s:.0f}s ago)")
+        self.search_id = search_id
+        self.holder = holder
+        self.age_s = age_s

@@ -118,6 +118,9 @@ class Search(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The lease of the one runner allowed to write the search, and its last renewal (migration 0003).
+    runner: Mapped[str | None] = mapped_column(String(128))
+    runner_heartbeat: Mapped[datetime | None]
 
 
 class Candidate(Base):

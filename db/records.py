@@ -102,6 +102,8 @@ class SearchRecord:
     started_at: datetime | None  # first time it went to running
     finished_at: datetime | None  # when it reached a terminal status
     updated_at: datetime
+    runner: str | None = None  # the runner holding the search's lease (host:pid:start:nonce)
+    runner_heartbeat: datetime | None = None  # when that runner last renewed it
 
 
 @dataclass(frozen=True, slots=True)

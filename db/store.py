@@ -33,7 +33,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, writer
-from db.errors import NotFoundError, RetryableStoreError, StoreError, TransitionError
+from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError, TransitionError
 from db.migrate import current_revisions, ensure_schema, head_revisions
 from db.models import Base, Candidate, Evaluation, Event, RerankResult, Search, utcnow
 from db.records import (
@@ -392,6 +392,50 @@ class Store:
             return record
 
         return self._run("set_search_status", fn, write=True)
+
+    # -- the runner's lease -----------------------------------------------
+
+    def claim_search(
+        self, search_id: int, runner: str, *, stale_after_s: float, take_from: str | None = None
+    ) -> SearchRecord:
+        """Make `runner` the one writer of a search, atomically (a lease on the row).
+
+        Granted when nobody holds the lease, `runner` already does, the holder
+        has not renewed it for `stale_after_s` (presumed dead), or the holder is
+        `take_from` (the caller has seen that process gone). Raises LeaseError
+        otherwise, NotFoundError for an unknown id.
+        """
+
+        def fn(s: Session) -> SearchRecord:
+            row = _get_search(s, search_id, lock=True)
+            now = utcnow()
+            holder, beat = row.runner, row.runner_heartbeat
+            age = (now - beat).total_seconds() if beat is not None else float("inf")
+            if holder not in (None, runner, take_from) and age < stale_after_s:
+                raise LeaseError(search_id, holder, age)
+            row.runner, row.runner_heartbeat = runner, now
+            return _search_record(row)
+
+        return self._run("claim_search", fn, write=True)
+
+    def renew_lease(self, search_id: int, runner: str) -> bool:
+        """Renew `runner`'s lease; False when it no longer holds it (another runner took over)."""
+
+        def fn(s: Session) -> bool:
+            stmt = (update(Search).where(Search.id == search_id, Search.runner == runner)
+                    .values(runner_heartbeat=utcnow()))
+            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+        return self._run("renew_lease", fn, write=True, idempotent=True)
+
+    def release_search(self, search_id: int, runner: str) -> None:
+        """Give the lease up, if `runner` still holds it."""
+
+        def fn(s: Session) -> None:
+            s.execute(update(Search).where(Search.id == search_id, Search.runner == runner)
+                      .values(runner=None, runner_heartbeat=None))
+
+        self._run("release_search", fn, write=True, idempotent=True)
 
     # -- candidates: writes ----------------------------------------------
 
@@ -1028,6 +1072,8 @@ def _search_record(r: Search | Row[Any]) -> SearchRecord:
         started_at=r.started_at,
         finished_at=r.finished_at,
         updated_at=r.updated_at,
+        runner=r.runner,
+        runner_heartbeat=r.runner_heartbeat,
     )
 
 
