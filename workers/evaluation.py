@@ -172,23 +172,53 @@ def _parse(graph: Graph | Mapping[str, Any] | str) -> Graph:
     return Graph.from_json(graph)
 
 
+def _failed(stage: Stage, e: Exception) -> Rejection:
+    """A stage that raised: the candidate's fault, with the exception's type and message."""
+    return Rejection(stage, f"{type(e).__name__}: {e}"[:500])
+
+
 def screen(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec) -> Screening:
-    """Stages 1-2 and the fingerprint: milliseconds per candidate."""
+    """Stages 1-2 and the fingerprint: milliseconds per candidate.
+
+    Total: a stage that raises any Exception (a broken graph, an op that fails
+    on the probe) rejects the candidate at that stage with the exception's type
+    and message. A MemoryError is the worker's trouble, not the candidate's: it
+    propagates, and the executor reports it as "oom".
+    """
     costs: list[tuple[str, float]] = []
+
+    def rejected(stage: Stage, rejection: Rejection) -> Screening:
+        costs.append((stage, time.perf_counter() - t))
+        return Screening(None, rejection, tuple(costs))
+
     t = time.perf_counter()
     try:
         g = _parse(graph)
     except GraphError as e:
-        return Screening(None, Rejection(Stage.STATIC, str(e)), ((Stage.STATIC, time.perf_counter() - t),))
+        return rejected(Stage.STATIC, Rejection(Stage.STATIC, str(e)))
+    except MemoryError:
+        raise
+    except Exception as e:
+        return rejected(Stage.STATIC, _failed(Stage.STATIC, e))
     costs.append((Stage.STATIC, time.perf_counter() - t))
     if spec.numeric:
         t = time.perf_counter()
-        rejection = numeric_check(g, spec.layouts, eps=spec.eps)
-        costs.append((Stage.NUMERIC, time.perf_counter() - t))
+        try:
+            rejection = numeric_check(g, spec.layouts, eps=spec.eps)
+        except MemoryError:
+            raise
+        except Exception as e:
+            rejection = _failed(Stage.NUMERIC, e)
         if rejection:
-            return Screening(None, rejection, tuple(costs))
+            return rejected(Stage.NUMERIC, rejection)
+        costs.append((Stage.NUMERIC, time.perf_counter() - t))
     t = time.perf_counter()
-    fp = fingerprint(g)
+    try:
+        fp = fingerprint(g)
+    except MemoryError:
+        raise
+    except Exception as e:
+        return rejected(Stage.DUPLICATE, _failed(Stage.DUPLICATE, e))
     costs.append((Stage.DUPLICATE, time.perf_counter() - t))
     return Screening(fp, None, tuple(costs))
 
@@ -254,6 +284,11 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
     `cache` maps fingerprints to earlier results (the caller's); a hit is
     returned as a duplicate with that result's scores and nothing is trained.
     `screening` skips the cheap stages when the runner already ran them.
+
+    Total for the candidate's faults: any Exception a stage raises comes back
+    as a rejection with the exception's type and message (a GPU out-of-memory
+    error at the worker stage, after which the CUDA cache is emptied). Only a
+    host MemoryError propagates, for the executor to report as "oom".
     """
     start = time.perf_counter()
     deadline = _Deadline(spec.time_limit_s)
@@ -272,8 +307,9 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
         return done(hit.status if hit.status == "rejected" else "duplicate", scores=hit.scores,
                     rejection=hit.rejection, duplicate_of=fp, cost=hit.cost)
 
-    g = _parse(graph)
+    out_of_memory = False
     try:
+        g = _parse(graph)
         if spec.stability:
             t = time.perf_counter()
             rejection, _ = stability_stage(g, spec)
@@ -325,15 +361,36 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
         return done("evaluated", scores=tuple(scores), cost=cost)
     except _Rejected as e:
         return done("rejected", rejection=e.rejection)
-    except torch.cuda.OutOfMemoryError as e:
-        return done("rejected", rejection=Rejection(Stage.WORKER, f"out of GPU memory: {e}"))
-    except (RuntimeError, ValueError, FloatingPointError) as e:
-        # A candidate that breaks a backbone (e.g. shapes torch refuses) is this
-        # candidate's fault, not the worker's: reject it and carry on.
-        return done("rejected", rejection=Rejection(Stage.WORKER, f"{type(e).__name__}: {e}"[:500]))
+    except MemoryError:
+        raise  # the worker's trouble (host memory): the executor reports it as "oom"
+    except Exception as e:
+        # A candidate that breaks a backbone (shapes torch refuses, an op that
+        # raises) or runs out of GPU memory is this candidate's fault, not the
+        # worker's: reject it and carry on.
+        if _is_oom(e):
+            out_of_memory = True
+            reason = f"out of memory: {type(e).__name__}: {e}"[:500]
+            return done("rejected", rejection=Rejection(Stage.WORKER, reason))
+        return done("rejected", rejection=_failed(Stage.WORKER, e))
+    finally:
+        # After the except block, so the exception's frames (and the tensors they hold) are gone.
+        if out_of_memory:
+            _release_gpu_memory()
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+def _release_gpu_memory() -> None:
+    """Hand the cached blocks of a failed candidate back, so the next one starts clean."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def with_steps(spec: EvalSpec, steps: int) -> EvalSpec:
-    """The same spec with every task's training cut to `steps` (tests, quick runs)."""
+    """The same spec with every task's training cut to `steps` (tests, quick runs); the
+    quality stage's short training is cut to at most `steps` too."""
     tasks = tuple(replace(t, config=replace(t.config, steps=steps)) for t in spec.tasks)
-    return replace(spec, tasks=tasks)
+    return replace(spec, tasks=tasks, quality_steps=min(spec.quality_steps, steps))

@@ -1,6 +1,7 @@
 """evaluate(): a survivor gets one score per task; a functional duplicate reuses the cached
 result without training; a time limit turns a candidate that runs too long into a worker
-rejection, in process and on Ray.
+rejection, in process and on Ray; a candidate that raises or runs out of memory in any stage is
+rejected with its reason and the next evaluation runs as usual.
 
 ResNet on sklearn digits with a few steps keeps the whole file to seconds of CPU.
 """
@@ -9,22 +10,26 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import torch
+from torch import Tensor, nn
 
 from primitives import Graph, structural_hash
 from primitives.fingerprint import fingerprint
 from primitives.zoo import ZOO
-from workers import evaluation
+from workers import evaluation, rejection
 from workers.evaluation import EvalSpec, EvaluationResult, ProxyTask, evaluate, screen, with_steps
-from workers.executors import JobFailure, RayExecutor
+from workers.executors import InProcessExecutor, JobFailure, RayExecutor
 from workers.rejection import Rejection, Stage
 from workers.train import TrainResult
 
-DIGITS = with_steps(EvalSpec(tasks=(ProxyTask("resnet", "digits"),), quality_steps=20, stability_steps=5), 4)
+# with_steps caps the quality stage at 4 steps too, too few for the quality check: keep its 20.
+DIGITS = replace(with_steps(EvalSpec(tasks=(ProxyTask("resnet", "digits"),), stability_steps=5), 4),
+                 quality_steps=20)
 
 
 def zoo_graph(name: str) -> Graph:
@@ -146,6 +151,147 @@ def test_a_time_limit_rejects_as_a_worker_failure(monkeypatch: pytest.MonkeyPatc
     assert result.rejection is not None
     assert result.rejection.stage is Stage.WORKER
     assert "time limit exceeded during stability" in result.rejection.reason
+
+
+def test_with_steps_cuts_the_quality_training_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = EvalSpec(tasks=(ProxyTask("resnet", "digits"), ProxyTask("transformer", "pydoc_chars")))
+    assert spec.quality_steps == 100
+    short = with_steps(spec, 3)
+    assert [t.config.steps for t in short.tasks] == [3, 3] and short.quality_steps == 3
+    assert with_steps(spec, 500).quality_steps == 100  # a cap: never more than the spec asked
+    assert with_steps(replace(spec, quality_steps=2), 3).quality_steps == 2
+
+    ran: list[int] = []
+
+    def recording(factory: Any, backbone: str, task: str, steps: int, *args: Any) -> TrainResult:
+        ran.append(steps)
+        return TrainResult(task, backbone, 0, 0.0, math.inf, math.inf, 0, 1.0, 0.01, 1,
+                           diverged=True, reason="stop here")
+
+    forbid(monkeypatch, "train")
+    monkeypatch.setattr(evaluation, "short_train", recording)
+    result = evaluate(zoo_graph("bn_relu"), replace(short, stability=False))
+    assert ran == [3] and result.rejection is not None and result.rejection.stage is Stage.QUALITY
+
+
+NO_REJECTION = replace(DIGITS, stability=False, quality=False)  # straight to the 4-step training
+
+
+def _cuda_oom() -> Exception:
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def _runtime_oom() -> Exception:
+    return RuntimeError("CUDA error: out of memory (while allocating the activations)")
+
+
+@pytest.mark.parametrize("error", [_cuda_oom, _runtime_oom], ids=["OutOfMemoryError", "RuntimeError"])
+def test_running_out_of_gpu_memory_is_a_rejection_and_the_next_evaluation_runs(
+        monkeypatch: pytest.MonkeyPatch, error: Callable[[], Exception]) -> None:
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> TrainResult:
+        raise error()
+
+    monkeypatch.setattr(evaluation, "train", out_of_memory)
+    ex = InProcessExecutor()
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    result = dict(ex.wait())[job]
+    assert isinstance(result, EvaluationResult) and result.status == "rejected"
+    assert result.rejection is not None and result.rejection.stage is Stage.WORKER
+    e = error()
+    assert result.rejection.reason == f"out of memory: {type(e).__name__}: {e}"
+    assert result.objectives is None
+    assert emptied == [True]  # the CUDA cache was handed back once
+
+    monkeypatch.undo()
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    after = dict(ex.wait())[job]
+    assert isinstance(after, EvaluationResult) and after.status == "evaluated", after.rejection
+
+
+def test_a_host_memory_error_fails_the_job_as_oom_and_the_executor_carries_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+
+    def out_of_memory(*args: Any, **kwargs: Any) -> TrainResult:
+        raise MemoryError  # as Python raises it: no message
+
+    monkeypatch.setattr(evaluation, "train", out_of_memory)
+    # evaluate itself lets it through (the worker's trouble, not the candidate's) ...
+    with pytest.raises(MemoryError):
+        evaluate(zoo_graph("bn_relu"), NO_REJECTION)
+    # ... and the executor turns it into an "oom" failure instead of going down
+    ex = InProcessExecutor()
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    failure = dict(ex.wait())[job]
+    assert isinstance(failure, JobFailure) and failure.kind == "oom"
+    assert "memory" in failure.message.lower()
+    assert emptied == []  # host memory: nothing to hand back to CUDA
+
+    monkeypatch.undo()
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    after = dict(ex.wait())[job]
+    assert isinstance(after, EvaluationResult) and after.status == "evaluated", after.rejection
+
+
+def test_any_exception_in_training_is_a_worker_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> TrainResult:
+        raise KeyError("no such buffer")
+
+    monkeypatch.setattr(evaluation, "train", broken)
+    result = evaluate(zoo_graph("bn_relu"), NO_REJECTION)
+    assert result.status == "rejected"
+    assert result.rejection == Rejection(Stage.WORKER, "KeyError: 'no such buffer'")
+    assert list(dict(result.stage_seconds))[-1] == Stage.TRAINING
+
+
+class _RaisesOnForward(nn.Module):
+    """A planted layer whose op fails on any input, as a buggy generated layer would."""
+
+    def __init__(self, num_features: int, **kwargs: Any) -> None:
+        super().__init__()
+        self.v1 = nn.Parameter(torch.ones(num_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x[:, :, :, :, 99]  # IndexError: too many indices
+
+
+def test_an_exception_in_the_numeric_check_is_a_numeric_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rejection, "layer_class", lambda *args, **kwargs: _RaisesOnForward)
+    forbid(monkeypatch, "train", "short_train", "stability_stage")
+    screening = screen(S0, DIGITS)
+    assert screening.fingerprint is None and screening.rejection is not None
+    assert screening.rejection.stage is Stage.NUMERIC
+    assert screening.rejection.reason.startswith("IndexError: too many indices")
+    assert [stage for stage, _ in screening.stage_seconds] == [Stage.STATIC, Stage.NUMERIC]
+    result = evaluate(S0, DIGITS)
+    assert result.status == "rejected" and result.rejection == screening.rejection
+
+
+def test_an_exception_in_the_fingerprint_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(graph: Graph) -> str:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(evaluation, "fingerprint", broken)
+    result = evaluate(S0, DIGITS)
+    assert result.status == "rejected"
+    assert result.rejection == Rejection(Stage.DUPLICATE, "ZeroDivisionError: division by zero")
+    assert [stage for stage, _ in result.stage_seconds] == [Stage.STATIC, Stage.NUMERIC, Stage.DUPLICATE]
+
+
+def test_a_base_exception_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: Any, **kwargs: Any) -> Rejection | None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "numeric_check", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        screen(S0, DIGITS)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(S0, DIGITS)
 
 
 @pytest.mark.slow  # a private Ray and a worker that imports torch: tens of seconds on a loaded machine
