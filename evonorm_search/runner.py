@@ -12,9 +12,16 @@ A candidate goes through two jobs (see `workers.evaluation`):
         fingerprint running -> parked until that evaluation ends
         else                -> evaluate job -> finished evaluated / rejected
 
+Only real results enter the fingerprint cache: a rejection at the `worker`
+stage (timeout, out of memory, a dead worker) says nothing about the layer, so
+a later candidate with that fingerprint (or one parked on it) is evaluated
+afresh rather than inheriting the failure. No fingerprint gets two real
+results; one may be tried again after a worker failure.
+
 Crash safety: everything the runner knows is in the store. A restarted
 runner moves `evaluating` candidates back to `pending`, rebuilds the
-population and the fingerprint cache from finished candidates, resubmits the
+population and the fingerprint cache from finished candidates (by the same
+rule: worker-stage rejections stay out of it), resubmits the
 pending ones and continues the proposal sequence where it stopped.
 """
 
@@ -63,7 +70,7 @@ class Progress:
     duplicates: int = 0
     in_flight: int = 0
     by_stage: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    best: tuple[float, ...] | None = None
+    best: tuple[float, ...] | None = None   # the best mean over the maximised objectives (the cost is not)
 
     @property
     def finished(self) -> int:
@@ -138,12 +145,14 @@ class SearchRunner:
         self._generation[c.id] = c.generation
         if c.reused_from is not None:
             self.progress.duplicates += 1
-        elif c.fingerprint:
+        elif c.fingerprint and _cacheable(c):
             self._known.setdefault(c.fingerprint, c)
         if c.status is CandidateStatus.EVALUATED and c.objectives is not None:
             self.progress.evaluated += 1
             self.strategy.tell(Individual(c.id, Graph.loads(c.graph), tuple(c.objectives)))
-            if self.progress.best is None or _mean(c.objectives) > _mean(self.progress.best):
+            best = self.progress.best
+            score = _maximised_mean(c.objectives, self.maximise)
+            if best is None or score > _maximised_mean(best, self.maximise):
                 self.progress.best = tuple(c.objectives)
         else:
             self.progress.rejected += 1
@@ -269,11 +278,15 @@ class SearchRunner:
         if fp in self._training:
             self._parked[fp].append((c, outcome))
             return []
-        self._training[fp] = c
-        job_id = self.executor.submit(self.evaluate_fn, c.graph, self.spec, None, outcome,
-                                      timeout_s=self.config.timeout_s)
-        self._jobs[job_id] = _Job("evaluate", c, outcome)
+        self._train(c, outcome)
         return []
+
+    def _train(self, c: CandidateRecord, screening: Screening) -> None:
+        assert screening.fingerprint is not None
+        self._training[screening.fingerprint] = c
+        job_id = self.executor.submit(self.evaluate_fn, c.graph, self.spec, None, screening,
+                                      timeout_s=self.config.timeout_s)
+        self._jobs[job_id] = _Job("evaluate", c, screening)
 
     def _evaluated(self, job: _Job, outcome: EvaluationResult | JobFailure) -> list[CandidateOutcome]:
         c = job.candidate
@@ -305,9 +318,19 @@ class SearchRunner:
             if rec.fingerprint and rec.reused_from is None and self._training.get(rec.fingerprint) is not None \
                     and self._training[rec.fingerprint].id == rec.id:
                 del self._training[rec.fingerprint]
-            if rec.reused_from is None and rec.fingerprint and rec.fingerprint in self._parked:
-                self._known.setdefault(rec.fingerprint, rec)
-                resolved += [_duplicate(p, rec, rec.fingerprint) for p, _ in self._parked.pop(rec.fingerprint)]
+            fp = rec.fingerprint
+            if rec.reused_from is None and fp and fp in self._parked:
+                if _cacheable(rec):
+                    self._known.setdefault(fp, rec)
+                    resolved += [_duplicate(p, rec, fp) for p, _ in self._parked.pop(fp)]
+                elif fp not in self._training:
+                    # The worker failed, not the layer: the first parked duplicate trains it
+                    # afresh, the others stay parked on that evaluation.
+                    waiting = self._parked[fp]
+                    c, screening = waiting.pop(0)
+                    if not waiting:
+                        del self._parked[fp]
+                    self._train(c, screening)
         self._report()
         self._finish(resolved)
 
@@ -344,5 +367,16 @@ def _duplicate(c: CandidateRecord, original: CandidateRecord, fp: str) -> Candid
                             fingerprint=fp)
 
 
-def _mean(values: tuple[float, ...] | list[float]) -> float:
-    return sum(values) / max(1, len(values))
+def _cacheable(c: CandidateRecord) -> bool:
+    """Whether a finished original's result belongs to its fingerprint (is reused by duplicates).
+
+    A worker-stage rejection (timeout, out of memory, a dead worker) or a
+    cancellation is not the layer's fault, so it is not.
+    """
+    return c.status is CandidateStatus.EVALUATED or c.rejection_stage not in (Stage.WORKER, "cancelled")
+
+
+def _maximised_mean(values: tuple[float, ...] | list[float], maximise: list[bool]) -> float:
+    """Mean of the maximised objectives (the accuracies); a minimised cost does not count."""
+    kept = [v for v, up in zip(values, maximise, strict=False) if up]
+    return sum(kept) / max(1, len(kept))

@@ -10,15 +10,23 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import search_fakes
 
-from db import CandidateStatus, SearchStatus, Store
-from evonorm_search.config import load_config
-from evonorm_search.runner import SearchRunner
-from workers.executors import InProcessExecutor
+from db import CandidateOutcome, CandidateStatus, NewCandidate, SearchStatus, Store
+from evonorm_search.config import SearchConfig, load_config
+from evonorm_search.pareto import nondominated
+from evonorm_search.runner import Progress, SearchRunner
+from evonorm_search.summary import evaluated, pareto_front
+from primitives import Graph, structural_hash
+from primitives.zoo import ZOO
+from workers.evaluation import EvalSpec, EvaluationResult, Screening
+from workers.executors import InProcessExecutor, JobFailure
+from workers.rejection import Rejection, Stage
 
 HERE = Path(__file__).parent
 
@@ -44,8 +52,10 @@ def assert_each_finished_once(store: Store, search_id: int, budget: int, tasks: 
             assert n == tasks, f"candidate {c.id} has {n} evaluations"
         else:
             assert n == 0, f"candidate {c.id} ({c.status}, reused_from={c.reused_from}) has evaluations"
-    # no fingerprint was trained twice: originals have distinct fingerprints
-    originals = [c.fingerprint for c in rows if c.fingerprint and c.reused_from is None]
+    # no fingerprint got two real results: originals have distinct fingerprints (a worker-stage
+    # rejection is not a result of the layer; its fingerprint may be evaluated again)
+    originals = [c.fingerprint for c in rows
+                 if c.fingerprint and c.reused_from is None and c.rejection_stage != "worker"]
     assert len(originals) == len(set(originals))
 
 
@@ -176,3 +186,154 @@ def test_killed_runner_resumes_and_nothing_is_lost_or_doubled(database: Any) -> 
     final = store.get_search(sid)
     assert final.status is SearchStatus.FINISHED
     assert_each_finished_once(store, sid, budget, tasks=2)
+
+
+# -- the cost objective ----------------------------------------------------------------------
+
+
+def evaluate_with_cost(graph: Any, spec: EvalSpec, cache: Any = None, screening: Screening | None = None
+                       ) -> EvaluationResult:
+    """The fake training plus a cost (minimised) larger than the accuracies that falls as the
+    first accuracy rises (with noise): a "best" or an order that counted the cost as something
+    to maximise would prefer the layers least accurate on the first task."""
+    r = search_fakes.fake_evaluate(graph, spec, cache, screening)
+    if r.status != "evaluated" or not spec.measure_cost:
+        return r
+    assert r.fingerprint is not None
+    return replace(r, cost=10.0 - 4.0 * r.scores[0].accuracy + 4.0 * search_fakes.score(r.fingerprint, 77))
+
+
+def test_cost_objective_is_minimised_in_progress_and_front(store: Store) -> None:
+    sid = new_search(store, cost_objective=True)
+    cfg = SearchConfig.model_validate(store.get_search(sid).config)
+    assert cfg.maximise == [True, True, False]
+    seen: list[tuple[float, ...] | None] = []
+
+    def on_progress(p: Progress) -> None:
+        seen.append(p.best)
+
+    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=evaluate_with_cost,
+                          on_progress=on_progress)
+    assert runner.run().status is SearchStatus.FINISHED
+    rows = evaluated(store, sid)
+    assert rows and all(len(c.objectives or ()) == 3 for c in rows)
+
+    def accuracy(objectives: Any) -> float:
+        return (objectives[0] + objectives[1]) / 2
+
+    # progress: the best mean accuracy; the cost neither helps nor hurts
+    best = max(rows, key=lambda c: accuracy(c.objectives))
+    assert runner.progress.best is not None
+    assert accuracy(runner.progress.best) == pytest.approx(accuracy(best.objectives))
+    by_all = max(rows, key=lambda c: sum(c.objectives or ()))
+    assert accuracy(by_all.objectives) < accuracy(best.objectives)  # the test can tell them apart
+    shown = [accuracy(b) for b in seen if b is not None]
+    assert shown == sorted(shown)  # "best so far" never gets worse in accuracy
+
+    # the front: non-dominated with the cost minimised, best accuracy first
+    front = pareto_front(rows, cfg.maximise)
+    on_front = {m.candidate_id for m in front}
+    points = [tuple(c.objectives or ()) for c in rows]
+    expected = {rows[i].id for i in nondominated(points, cfg.maximise)}
+    assert on_front <= expected
+    assert {tuple(rows[i].objectives or ()) for i in nondominated(points, cfg.maximise)} == \
+        {m.objectives for m in front}
+    cheapest = min(rows, key=lambda c: ((c.objectives or ())[2], -accuracy(c.objectives)))
+    front_points = {m.objectives for m in front}
+    assert tuple(cheapest.objectives or ()) in front_points, "the cheapest layer is on the front"
+    assert tuple(best.objectives or ()) in front_points, "so is the most accurate"
+    # some member is there for its low cost alone: another member beats it on every accuracy
+    assert any(o[0] >= p[0] and o[1] >= p[1] and o[2] > p[2] for p in front_points for o in front_points)
+    sums = [m.objectives[0] + m.objectives[1] for m in front]
+    assert sums == sorted(sums, reverse=True)
+
+
+# -- worker-stage failures are not cached -------------------------------------------------------
+
+
+def _gn_relu_variants() -> list[Graph]:
+    """Three structurally different graphs of one function (GN-ReLU): one fingerprint."""
+    plain = ZOO["gn_relu"].graph
+    assert plain is not None
+    double_neg = Graph.build(("mean_group", ["x"]), ("neg", [4]), ("add", ["x", 5]), ("std_group", ["x"]),
+                             ("div", [6, 7]), ("mul", ["v1", 8]), ("add", [9, "v0"]), ("neg", [10]),
+                             ("neg", [11]), ("max", [12, "zero"]))
+    negated_diff = Graph.build(("mean_group", ["x"]), ("neg", ["x"]), ("add", [5, 4]), ("neg", [6]),
+                               ("std_group", ["x"]), ("div", [7, 8]), ("mul", ["v1", 9]), ("add", [10, "v0"]),
+                               ("max", [11, "zero"]))
+    graphs = [plain, double_neg, negated_diff]
+    assert len({structural_hash(g) for g in graphs}) == 3
+    return graphs
+
+
+class FailsFirstTry:
+    """Fake training whose first evaluation of each fingerprint fails at the worker stage."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        self.trained: list[str] = []
+
+    def __call__(self, graph: Any, spec: EvalSpec, cache: Any = None, screening: Screening | None = None
+                 ) -> EvaluationResult | JobFailure:
+        assert screening is not None and screening.fingerprint is not None
+        fp = screening.fingerprint
+        first = fp not in self.trained
+        self.trained.append(fp)
+        if first and self.how == "timeout":
+            return JobFailure("timeout", "job exceeded its 1800 s limit")
+        if first:
+            return EvaluationResult("rejected", fp, rejection=Rejection(Stage.WORKER, "time limit exceeded"))
+        return search_fakes.fake_evaluate(graph, spec, cache, screening)
+
+
+def search_of(store: Store, graphs: list[Graph], **overrides: object) -> tuple[int, list[int]]:
+    """A search whose whole budget is these graphs, pending in this order."""
+    sid = new_search(store, budget=len(graphs), seed_with_zoo=[], **overrides)
+    added = store.add_candidates(sid, [NewCandidate(graph=g.dumps(), structural_hash=structural_hash(g),
+                                                    mutation="random") for g in graphs])
+    assert len(added) == len(graphs)
+    return sid, [c.id for c in added]
+
+
+@pytest.mark.parametrize("how", ["timeout", "worker_rejection"])
+@pytest.mark.parametrize("in_flight", [1, 3])  # 1: later duplicates; 3: duplicates parked on the failing one
+def test_worker_failure_is_not_inherited_by_duplicates(store: Store, how: str, in_flight: int) -> None:
+    graphs = _gn_relu_variants()
+    sid, (first, second, third) = search_of(store, graphs, in_flight=in_flight)
+    fake = FailsFirstTry(how)
+    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=fake)
+    assert runner.run().status is SearchStatus.FINISHED
+    by_id = {c.id: c for c in all_candidates(store, sid)}
+    fp = by_id[first].fingerprint
+    assert fp and all(c.fingerprint == fp for c in by_id.values())
+    assert by_id[first].rejection_stage == "worker"
+    # the second was trained afresh (not a duplicate of the failure) ...
+    assert fake.trained == [fp, fp]
+    assert by_id[second].reused_from is None
+    assert by_id[second].rejection_stage != "worker"
+    # ... and the third reuses the second's real result: nothing trained twice
+    assert by_id[third].reused_from == second
+    assert by_id[third].status == by_id[second].status
+    assert by_id[third].objectives == by_id[second].objectives
+    assert_each_finished_once(store, sid, 3, tasks=2)
+    assert runner.progress.rejected >= 1 and runner.progress.duplicates == 1
+
+
+@pytest.mark.parametrize("stage", ["worker", "quality"])
+def test_recovery_rebuilds_the_cache_without_worker_failures(store: Store, stage: str) -> None:
+    graphs = _gn_relu_variants()[:2]
+    sid, (first, second) = search_of(store, graphs)
+    spec = SearchConfig.model_validate(store.get_search(sid).config).eval_spec()
+    fp = search_fakes.screen(graphs[0], spec).fingerprint
+    # a runner died after finishing the first candidate
+    store.finish_candidates([CandidateOutcome(first, CandidateStatus.REJECTED, rejection_stage=stage,
+                                              rejection_reason="from an earlier run", fingerprint=fp)])
+    fake = FailsFirstTry("timeout")
+    fake.trained.append(fp)  # the next try succeeds
+    assert SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=fake).run().status is SearchStatus.FINISHED
+    c = store.get_candidate(second)
+    assert c.fingerprint == fp
+    if stage == "worker":  # evaluated afresh
+        assert c.reused_from is None and fake.trained == [fp, fp]
+    else:  # the layer's own rejection stands for its duplicates: nothing trained
+        assert c.reused_from == first and c.rejection_stage == "quality" and fake.trained == [fp]
