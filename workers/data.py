@@ -1,6 +1,8 @@
 """Offline data sets as in-memory tensors, and the task registry.
 
-Nothing here downloads. Every split is fixed by a seed that does not depend
+Nothing here downloads unless asked to: CIFAR is read from a local copy, and
+torchvision fetches it only on an explicit opt-in (`download=True` or
+$EVONORM_CIFAR_DOWNLOAD=1). Every split is fixed by a seed that does not depend
 on the training seed, so all candidates are scored on the same examples.
 Images are kept as uint8 (N, C, H, W) and normalized per batch with the
 train set's per-channel mean and std (`ImageData.normalize`); that keeps
@@ -10,7 +12,8 @@ Data sets:
     digits       scikit-learn's bundled 8x8 digits (1,797 images, 10 classes)
     shapes32     procedurally generated 32x32 RGB shapes and textures, 10 classes
     pydoc_chars  characters of CPython's bundled `pydoc_data.topics`
-    cifar10/100  torchvision's CIFAR from a local directory only
+    cifar10/100  torchvision's CIFAR from a local directory (a download only on opt-in;
+                 needs the `cifar` extra, torchvision)
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import Tensor
 
 SPLIT_SEED = 0  # the one seed every split uses unless a caller asks otherwise
 DATA_DIR_ENV = "EVONORM_DATA_DIR"
+CIFAR_DOWNLOAD_ENV = "EVONORM_CIFAR_DOWNLOAD"  # "1": torchvision may download a missing CIFAR
 
 
 @dataclass(frozen=True)
@@ -94,17 +98,42 @@ class TextData:
         return TextData(self.vocab, self.train.to(device), self.val.to(device))
 
 
+def channel_stats(x: np.ndarray, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (biased) std of uint8 images (N, C, H, W), a chunk of images at a time.
+
+    The sums of pixels and of their squares are integers, exact in int64, so no
+    float copy of the whole set is made (CIFAR's would be 1.1 GB in float64):
+    the mean is numpy's float64 mean to the bit, and the variance is exact
+    before its one rounding (numpy's float64 std differs by an ulp or so).
+    """
+    if x.dtype != np.uint8:
+        raise TypeError(f"channel_stats takes uint8 images, got {x.dtype}")
+    n, c = x.shape[0], x.shape[1]
+    count = n * int(np.prod(x.shape[2:]))
+    if count == 0:
+        raise ValueError(f"channel_stats needs at least one pixel, got images of shape {x.shape}")
+    s1 = np.zeros(c, dtype=np.int64)
+    s2 = np.zeros(c, dtype=np.int64)
+    for i in range(0, n, chunk):
+        block = x[i: i + chunk].astype(np.int64)
+        s1 += block.sum(axis=(0, 2, 3))
+        s2 += (block * block).sum(axis=(0, 2, 3))
+    # Python ints: count * s2 overflows int64 on CIFAR; int / int is correctly rounded.
+    mean = tuple(int(a) / count for a in s1)
+    var = [(count * int(b) - int(a) ** 2) / count**2 for a, b in zip(s1, s2, strict=True)]
+    return mean, tuple(float(np.sqrt(v)) for v in var)
+
+
 def _image_data(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                 num_classes: int) -> ImageData:
-    pixels = train_x.astype(np.float64)
-    mean = pixels.mean(axis=(0, 2, 3))
-    std = pixels.std(axis=(0, 2, 3)) + 1e-6
+    train = np.ascontiguousarray(train_x, dtype=np.uint8)
+    mean, std = channel_stats(train)
     return ImageData(
-        torch.from_numpy(np.ascontiguousarray(train_x, dtype=np.uint8)),
+        torch.from_numpy(train),
         torch.from_numpy(np.asarray(train_y, dtype=np.int64)),
         torch.from_numpy(np.ascontiguousarray(val_x, dtype=np.uint8)),
         torch.from_numpy(np.asarray(val_y, dtype=np.int64)),
-        tuple(float(m) for m in mean), tuple(float(s) for s in std), num_classes,
+        mean, tuple(s + 1e-6 for s in std), num_classes,
     )
 
 
@@ -285,37 +314,53 @@ def load_pydoc_chars(val_fraction: float = 0.1, seed: int = SPLIT_SEED) -> TextD
 
 # --- CIFAR ----------------------------------------------------------------
 
+def cifar_download_allowed(download: bool | None = None) -> bool:
+    """An explicit `download` wins; None reads $EVONORM_CIFAR_DOWNLOAD ("1" allows a download)."""
+    if download is not None:
+        return download
+    return os.environ.get(CIFAR_DOWNLOAD_ENV, "").strip() == "1"
+
+
 @lru_cache(maxsize=2)
 def load_cifar(name: str, root: str | None = None, val_size: int = 5000,
-               seed: int = SPLIT_SEED) -> ImageData:
-    """CIFAR-10/100 from a local torchvision-format directory; never downloads.
+               seed: int = SPLIT_SEED, download: bool | None = None) -> ImageData:
+    """CIFAR-10/100 from a local torchvision-format directory; downloads only on opt-in.
 
     root (or $EVONORM_DATA_DIR) must hold `cifar-10-batches-py/` or
-    `cifar-100-python/`. Validation is a seeded val_size hold-out of the
+    `cifar-100-python/`, unless `download=True` (or, with download None,
+    $EVONORM_CIFAR_DOWNLOAD=1) lets torchvision fetch a missing copy into root
+    (a machine with internet). Validation is a seeded val_size hold-out of the
     official training set; the official test set stays untouched for final
     reporting, as in the paper's search.
     """
+    root = root or os.environ.get(DATA_DIR_ENV)
+    download = cifar_download_allowed(download)
     if name not in ("cifar10", "cifar100"):
         raise ValueError(f"name must be cifar10 or cifar100, got {name!r}")
-    root = root or os.environ.get(DATA_DIR_ENV)
+    folder_name = _CIFAR_DIRS[name]
+    how_to_download = (f"or allow torchvision to download it there with download=True or "
+                       f"{CIFAR_DOWNLOAD_ENV}=1 (needs internet)")
     if not root:
         raise FileNotFoundError(
-            f"{name} is read from a local directory and never downloaded: pass "
-            f"data_root=/path/to/dir (or set ${DATA_DIR_ENV}) pointing at a directory that "
-            f"holds torchvision's {_CIFAR_DIRS[name]}/ folder")
-    folder = Path(root) / _CIFAR_DIRS[name]
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{name}: no {folder} (expected torchvision's extracted "
-                                f"{_CIFAR_DIRS[name]}/ folder under {root}); nothing is downloaded")
+            f"{name} is read from a local directory: pass data_root=/path/to/dir (or set "
+            f"${DATA_DIR_ENV}) pointing at a directory that holds torchvision's {folder_name}/ "
+            f"folder, {how_to_download}")
+    folder = Path(root) / folder_name
+    if not folder.is_dir() and not download:
+        raise FileNotFoundError(
+            f"{name}: no {folder}; point data_root (or ${DATA_DIR_ENV}) at a directory that holds "
+            f"torchvision's extracted {folder_name}/ folder, {how_to_download}; nothing was downloaded")
     try:
         from torchvision import datasets
     except ImportError as exc:
-        raise ImportError(f"{name} needs the 'torchvision' package (install the build matching "
-                          f"your torch, e.g. `pip install torchvision`)") from exc
+        raise ImportError(f"{name} needs the 'torchvision' package (the `cifar` extra, or the build "
+                          f"matching your torch: `pip install torchvision`)") from exc
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    ds = cls(str(root), train=True, download=False)
+    ds = cls(str(root), train=True, download=download)
     x = np.asarray(ds.data).transpose(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
     y = np.asarray(ds.targets)
+    if val_size >= len(y):
+        raise ValueError(f"{name}: val_size {val_size} leaves no training images of {len(y)}")
     order = np.random.default_rng(seed).permutation(len(y))
     val, train = order[:val_size], order[val_size:]
     return _image_data(x[train], y[train], x[val], y[val], 10 if name == "cifar10" else 100)
