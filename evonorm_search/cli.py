@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -99,9 +100,14 @@ def evaluate(
     no_rejection: Annotated[bool, typer.Option("--no-rejection", help="Skip the stability and quality stages.")]
     = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads (more than 1 rarely helps these "
+                                                     "small models and is much slower on a loaded machine).")]
+    = 1,
 ) -> None:
     """Run the rejection protocols and the proxy training on each backbone, print the scores."""
     from dataclasses import asdict, replace
+
+    import torch
 
     from workers.evaluation import DEFAULT_TASKS, EvalSpec, with_steps
     from workers.evaluation import evaluate as run_evaluation
@@ -117,6 +123,7 @@ def evaluate(
         spec = replace(spec, stability=False, quality=False)
     if steps is not None:
         spec = with_steps(spec, steps)
+    torch.set_num_threads(threads)
     with console.status(f"evaluating {formula(graph)} on {', '.join(spec.objectives)} ..."):
         result = run_evaluation(graph, spec)
     if as_json:
@@ -137,16 +144,35 @@ def evaluate(
 # -- searches ------------------------------------------------------------------
 
 
-def _open_store(db: str | None) -> Any:
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite path or `sqlite:///` URL; None for other databases."""
+    if "://" not in url:
+        return Path(url).expanduser() if url != ":memory:" else None
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?", 1)[0]
+        return Path(path) if path and path != ":memory:" else None
+    return None
+
+
+def _open_store(db: str | None, *, create: bool = True) -> Any:
+    """The store at --db (default: settings). A missing SQLite file is created only with `create`.
+
+    Read-only commands pass create=False: a mistyped path is then an error, not a new, empty database.
+    """
     from db import Store
     from evonorm_search.settings import get_settings
 
     url = db or get_settings().db_url
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return Store(url)
+    path = _sqlite_path(url)
+    if path is not None:
+        if not create and not path.is_file():
+            raise fail(f"the database {path} does not exist (give the SQLite file a search was run with, "
+                       f"via --db or EVONORM_DB_URL)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return Store(url)
+    except ValueError as e:  # an unsupported URL, in-memory SQLite
+        raise fail(f"--db: {e}") from None
 
 
 def _load_search_config(config: Path | None, preset: str | None, overrides: dict[str, Any]) -> Any:
@@ -179,7 +205,10 @@ def _yaml(text: str) -> Any:
         import yaml
     except ImportError:  # pragma: no cover - PyYAML comes with ray
         raise ValueError("PyYAML is not installed; use a .json config") from None
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:  # not a ValueError
+        raise ValueError(str(e)) from None
 
 
 def _executor(kind: str | None, ray_address: str | None, config: Any) -> Any:
@@ -211,24 +240,31 @@ def run(
     """Run a search (the main job): progress while it runs, then the Pareto front and exported winners."""
     from evonorm_search.runner import SearchRunner
 
-    store = _open_store(db)
     if resume is not None:
         from db import NotFoundError
         from evonorm_search.config import SearchConfig
 
+        store = _open_store(db, create=False)  # resuming needs the database the search is in
         try:
             search = store.get_search(resume)
         except NotFoundError:
             raise fail(f"--resume: no search {resume}") from None
         cfg = SearchConfig.model_validate(search.config)
-    else:
+    else:  # a bad config is refused before any database is touched
         cfg = _load_search_config(config, preset, {"budget": budget, "strategy": strategy, "seed": seed})
+        store = _open_store(db)
         search = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed)
     console.print(f"search [bold]{search.id}[/] ({cfg.strategy}, budget {cfg.budget}, "
                   f"objectives {', '.join(cfg.objectives)}) in {store.url}")
-    with _executor(executor, ray_address, cfg) as ex, _progress(cfg.budget) as (_bar, update):
-        runner = SearchRunner(store, search.id, ex, on_progress=update)
-        result = runner.run()
+    try:
+        with _executor(executor, ray_address, cfg) as ex, _progress(cfg.budget) as (_bar, update):
+            runner = SearchRunner(store, search.id, ex, on_progress=update)
+            result = runner.run()
+    except KeyboardInterrupt:
+        # The runner left the search resumable: its in-flight candidates return to pending on resume.
+        again = f"evonorm-search run --resume {search.id}" + (f" --db {shlex.quote(db)}" if db else "")
+        err.print(f"search {search.id} interrupted; continue it with: {escape(again)}")
+        raise typer.Exit(130) from None
     console.print(f"search {result.id}: [bold]{result.status}[/], {result.num_evaluated} evaluated, "
                   f"{result.num_rejected} rejected of {result.num_candidates}")
     _print_front(store, result.id)
@@ -278,7 +314,10 @@ def _print_front(store: Any, search_id: int) -> None:
     cfg = SearchConfig.model_validate(search.config)
     rows = evaluated(store, search_id)
     front = pareto_front(rows, cfg.maximise)
-    table = Table(title=f"Pareto front of search {search_id} (validation accuracy per objective)")
+    what = "validation accuracy per task"
+    if cfg.cost_objective:
+        what += "; cost: fwd+bwd time relative to BN-ReLU, lower is better"
+    table = Table(title=f"Pareto front of search {search_id} ({what})")
     table.add_column("id")
     table.add_column("formula")
     for name in cfg.objectives:
@@ -319,7 +358,7 @@ def _summary(store: Any, search_id: int) -> dict[str, Any]:
 @app.command()
 def status(search_id: int, db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
     """A search's status and counts."""
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     from db import NotFoundError
 
     try:
@@ -337,7 +376,7 @@ def front(search_id: int, db: Annotated[str | None, typer.Option(help="Database 
     from db import NotFoundError
 
     try:
-        _print_front(_open_store(db), search_id)
+        _print_front(_open_store(db, create=False), search_id)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
 
@@ -354,7 +393,7 @@ def export_winners(
     try:
         from evonorm_search.summary import export_winners
 
-        paths = export_winners(_open_store(db), search_id, output)
+        paths = export_winners(_open_store(db, create=False), search_id, output)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
     for p in paths:
@@ -405,7 +444,7 @@ def rerank(
                                   cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
     except ValueError as e:
         raise fail(str(e)) from None
-    store = _open_store(db)
+    store = _open_store(db, create=False)
     try:
         store.get_search(search_id)
     except NotFoundError:
