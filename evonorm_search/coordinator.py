@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db import SearchRecord, SearchStatus, Store, TransitionError
+from db import LeaseError, SearchRecord, SearchStatus, Store, TransitionError
 from evonorm_search.config import SearchConfig
 from evonorm_search.runner import Progress, SearchRunner
 from evonorm_search.summary import export_winners, winners_dir
@@ -286,6 +286,9 @@ class Coordinator:
             self._hand_back(search_id)
         except TransitionError as e:
             log.info("coordinator: search %s not started: %s", search_id, e)
+        except LeaseError as e:
+            # Another runner (another coordinator, a `run --resume`) has it: its status is that one's.
+            log.warning("coordinator: search %s is not run here: %s", search_id, e)
         except Exception as e:
             # The runner marks its own failures; this covers what happens before it runs
             # (a stored config that no longer validates, an executor that cannot start).

@@ -18,6 +18,9 @@ a later candidate with that fingerprint (or one parked on it) is evaluated
 afresh rather than inheriting the failure. No fingerprint gets two real
 results; one may be tried again after a worker failure.
 
+One writer: `run` first claims the search's lease (`evonorm_search.lease`)
+and renews it while it runs; a second runner for the same search is refused.
+
 Crash safety: everything the runner knows is in the store. A restarted
 runner moves `evaluating` candidates back to `pending`, rebuilds the
 population and the fingerprint cache from finished candidates (by the same
@@ -46,6 +49,7 @@ from db.records import (
 )
 from evonorm_search.config import SearchConfig
 from evonorm_search.evolution import AgingEvolution, Individual, Proposal, RandomSearch
+from evonorm_search.lease import Lease, LeaseLost
 from primitives import Graph, structural_hash
 from primitives.zoo import ZOO
 from workers.evaluation import EvalSpec, EvaluationResult, Screening, evaluate, screen
@@ -122,6 +126,7 @@ class SearchRunner:
         self._pending: list[CandidateRecord] = []
         self._last_status_check = 0.0
         self._status = search.status
+        self.lease = Lease(store, search_id)
 
     # -- recovery ------------------------------------------------------------
     def _recover(self) -> None:
@@ -160,7 +165,20 @@ class SearchRunner:
 
     # -- main loop -------------------------------------------------------------
     def run(self) -> SearchRecord:
-        """Run until the budget is spent, or the search is paused or cancelled."""
+        """Run until the budget is spent, or the search is paused or cancelled.
+
+        Raises LeaseError, having touched nothing, while another runner holds the search.
+        """
+        self.lease.claim()
+        try:
+            return self._run()
+        finally:
+            try:
+                self.lease.release()
+            except Exception:  # the lease goes stale on its own
+                log.warning("could not release the lease on search %s", self.search_id, exc_info=True)
+
+    def _run(self) -> SearchRecord:
         search = self.store.get_search(self.search_id)
         if search.status in (SearchStatus.QUEUED, SearchStatus.PAUSED):
             search = self.store.set_search_status(self.search_id, SearchStatus.RUNNING)
@@ -184,7 +202,8 @@ class SearchRunner:
         except BaseException as e:
             # Leave the search resumable: in-flight candidates return to pending on restart.
             self._cancel_in_flight(record=False)
-            if not isinstance(e, KeyboardInterrupt | SystemExit):
+            # Interrupted, or taken over by another runner (whose search it now is): not a failure.
+            if not isinstance(e, KeyboardInterrupt | SystemExit | LeaseLost):
                 self._set_status(SearchStatus.FAILED, error=f"{type(e).__name__}: {e}")
             raise
         if self._status is SearchStatus.RUNNING:
@@ -198,6 +217,7 @@ class SearchRunner:
             log.warning("could not move search %s to %s", self.search_id, status, exc_info=True)
 
     def _refresh_status(self) -> None:
+        self.lease.renew()
         now = time.monotonic()
         if now - self._last_status_check >= self.status_poll_s:
             self._last_status_check = now
