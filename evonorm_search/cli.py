@@ -238,6 +238,8 @@ def run(
     summary_json: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
 ) -> None:
     """Run a search (the main job): progress while it runs, then the Pareto front and exported winners."""
+    from db import LeaseError
+    from evonorm_search.lease import STALE_S
     from evonorm_search.runner import SearchRunner
 
     if resume is not None:
@@ -265,6 +267,9 @@ def run(
         again = f"evonorm-search run --resume {search.id}" + (f" --db {shlex.quote(db)}" if db else "")
         err.print(f"search {search.id} interrupted; continue it with: {escape(again)}")
         raise typer.Exit(130) from None
+    except LeaseError as e:
+        raise fail(f"{e}: a search has one runner at a time (pause it there first; a runner that died "
+                   f"without a trace on another host gives it up after {STALE_S:.0f}s)") from None
     console.print(f"search {result.id}: [bold]{result.status}[/], {result.num_evaluated} evaluated, "
                   f"{result.num_rejected} rejected of {result.num_candidates}")
     _print_front(store, result.id)

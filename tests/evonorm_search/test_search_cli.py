@@ -190,6 +190,19 @@ def test_resume_of_an_unknown_search_is_an_error(finished: Finished) -> None:
     assert "no search 987654" in result.output
 
 
+def test_resume_while_another_runner_holds_the_search_is_refused(tmp_path: Path) -> None:
+    db = str(tmp_path / "held.db")
+    store = Store(db)
+    cfg = load_config(None, tiny_config())
+    sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=0).id
+    store.claim_search(sid, "gpu-node-7:4242:1:abcd", stale_after_s=3600)   # a live runner elsewhere
+    result = runner.invoke(app, ["run", "--resume", str(sid), "--db", db, "--executor", "inprocess"])
+    assert result.exit_code == 2, result.output
+    assert f"search {sid} is being run by gpu-node-7:4242:1:abcd" in _text(result.output)
+    assert store.get_search(sid).num_candidates == 0   # nothing touched
+    store.close()
+
+
 # -- read-only commands never create a database ---------------------------------------------------
 
 
