@@ -31,7 +31,8 @@ _SEARCH = {
     "num_evaluated": 7, "num_rejected": 3, "created_at": "2025-01-01T12:00:00Z",
     "started_at": "2025-01-01T12:00:01Z", "finished_at": None, "updated_at": "2025-01-01T12:03:00Z",
     "objectives": ["resnet:shapes32", "transformer:pydoc_chars"], "maximise": [True, True], "budget": 48,
-    "strategy": "evolution", "active": True, "config": {"name": "quick", "budget": 48}}
+    "strategy": "evolution", "active": True, "runner": "coordinator-0:7:4711:1f2e3d4c",
+    "runner_heartbeat": "2025-01-01T12:03:00Z", "config": {"name": "quick", "budget": 48}}
 _CANDIDATE = {
     "id": 17, "search_id": 1, "status": "evaluated", "formula": "x * sigmoid(v1 * x) / std_group(x)",
     "objectives": [0.61, 0.42], "rejection_stage": None, "generation": 3,
@@ -63,6 +64,8 @@ class SearchPublic(BaseModel):
     budget: int
     strategy: str
     active: bool = Field(description="A runner of this coordinator is working on it now")
+    runner: str | None = Field(None, description="The runner holding the search (host:pid:start:nonce), if any")
+    runner_heartbeat: datetime | None = Field(None, description="When that runner last renewed its hold")
     config: dict[str, Any] = Field(description="The full search config (a SearchConfig)")
 
 

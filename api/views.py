@@ -68,7 +68,8 @@ def _search_fields(state: AppState, s: SearchRecord) -> dict[str, Any]:
         started_at=s.started_at, finished_at=s.finished_at, updated_at=s.updated_at,
         objectives=objectives_of(state, s), maximise=maximise_of(state, s),
         budget=int(s.config.get("budget", 0)),
-        strategy=str(s.config.get("strategy", "")), active=state.coordinator.is_running(s.id), config=s.config)
+        strategy=str(s.config.get("strategy", "")), active=state.coordinator.is_running(s.id),
+        runner=s.runner, runner_heartbeat=s.runner_heartbeat, config=s.config)
 
 
 def status_counts(state: AppState, s: SearchRecord) -> StatusCounts:

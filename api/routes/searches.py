@@ -150,14 +150,14 @@ def list_candidates(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     after: Annotated[int | None, Query(ge=0, le=MAX_ID, description=(
-        "Cursor: only candidates with a larger id. Pass the last `next_after` to fetch only new rows; "
-        "status changes of older rows arrive as events (`/api/events`)."))] = None,
+        "Cursor: only candidates with a larger id, in id order (`sort` and `order` do not apply). Pass the "
+        "last `next_after` to fetch only new rows; status changes of older rows arrive as events "
+        "(`/api/events`)."))] = None,
 ) -> CandidatePage:
     """Filter by status and rejection stage, sort, page with limit/offset, or follow with `after`."""
-    if after is not None and (sort not in ("id", "created_at") or order == "desc"):
-        # The cursor is an id: any other order would skip rows past it that sort before it.
-        raise RequestValidationError([{"loc": ("query", "after"), "type": "value_error",
-                                       "msg": "the `after` cursor follows id order: use sort=id, order=asc"}])
+    if after is not None:
+        # The cursor is an id: in any other order a page would skip newer rows that sort before it.
+        sort, order = "id", "asc"
     search = state.store.get_search(search_id)
     total: int | None = None
     if after is None:
