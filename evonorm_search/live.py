@@ -26,6 +26,7 @@ import numpy as np
 
 from db import CandidateRecord, EventKind, EventRecord, Store
 from evonorm_search.pareto import hypervolume
+from evonorm_search.summary import front_order
 from primitives import Graph, formula
 
 EVENT_BATCH = 5000          # events read per query while catching up
@@ -172,10 +173,10 @@ class FrontTracker:
             history.append(HistoryPoint(self._finished, self._evaluated, hv, self._last_at))
         members = [FrontPoint(i, tuple(float(v) for v in p * self._signs))
                    for i, p in zip(self._ids, self._points, strict=True)]
-        order = np.argsort(-self._points.sum(axis=1), kind="stable")
+        members.sort(key=lambda m: front_order(m.objectives, self.maximise))   # as `summary` orders a front
         return FrontSnapshot(
             search_id=self.search_id, last_event_id=self._last_event,
-            members=tuple(members[int(i)] for i in order), hypervolume=hv, history=tuple(history),
+            members=tuple(members), hypervolume=hv, history=tuple(history),
             finished=self._finished, evaluated=self._evaluated, rejected=self._rejected,
             by_stage=dict(sorted(self._by_stage.items())))
 
