@@ -364,14 +364,15 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
     except MemoryError:
         raise  # the worker's trouble (host memory): the executor reports it as "oom"
     except Exception as e:
-        # A candidate that breaks a backbone (shapes torch refuses, an op that
-        # raises) or runs out of GPU memory is this candidate's fault, not the
-        # worker's: reject it and carry on.
+        # Reject and carry on. A candidate that breaks a backbone (shapes torch
+        # refuses, an op that raises) is at fault itself: stage `error`. Running
+        # out of GPU memory depends on the device and the batch as much as on the
+        # layer: stage `worker`, which a functional duplicate does not inherit.
         if _is_oom(e):
             out_of_memory = True
             reason = f"out of memory: {type(e).__name__}: {e}"[:500]
             return done("rejected", rejection=Rejection(Stage.WORKER, reason))
-        return done("rejected", rejection=_failed(Stage.WORKER, e))
+        return done("rejected", rejection=_failed(Stage.ERROR, e))
     finally:
         # After the except block, so the exception's frames (and the tensors they hold) are gone.
         if out_of_memory:

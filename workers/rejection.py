@@ -38,7 +38,9 @@ class Stage(StrEnum):
     STABILITY = "stability"
     QUALITY = "quality"
     TRAINING = "training"   # diverged during the full proxy training
-    WORKER = "worker"       # timed out, ran out of memory, raised, or killed its worker
+    ERROR = "error"         # raised during training: the layer's fault, a result like any other
+    WORKER = "worker"       # timed out, ran out of memory or lost its worker: not the layer's fault,
+                            # so never reused for a functional duplicate
 
 
 @dataclass(frozen=True)
