@@ -14,8 +14,9 @@ Crash recovery: on `start()` every search left running or queued is
 scheduled again (the runner's own recovery moves evaluating candidates back
 to pending). A graceful `stop()` interrupts the runners between jobs and
 hands their searches back to queued, so the next start resumes them; it
-never marks a search failed. One coordinator per database: two would run
-the same search twice.
+never marks a search failed. One coordinator per database: a second one
+is refused each search the first one's runners hold (their lease), and
+leaves it alone.
 
 Exports: with `export_dir` set (EVONORM_EXPORT_DIR), a search that finishes has
 its front written to `export_dir/search-<id>/winners/*.py`.
