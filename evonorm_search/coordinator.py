@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db import LeaseError, SearchRecord, SearchStatus, Store, TransitionError
+from db import CandidateOutcome, CandidateStatus, LeaseError, SearchRecord, SearchStatus, Store, TransitionError
 from evonorm_search.config import SearchConfig
 from evonorm_search.runner import Progress, SearchRunner
 from evonorm_search.summary import export_winners, winners_dir
@@ -206,11 +206,22 @@ class Coordinator:
         return self.store.get_search(search_id)
 
     def cancel(self, search_id: int) -> SearchRecord:
-        """-> cancelled (TransitionError when the search has ended); the runner stops."""
+        """-> cancelled (TransitionError when the search has ended); the runner stops.
+
+        A runner records its own unfinished candidates as cancelled; for a search no runner of this
+        process works on (paused, queued) the coordinator does, so none is left pending.
+        """
         with self._lock:
-            record = self.store.set_search_status(search_id, SearchStatus.CANCELLED)
+            self.store.set_search_status(search_id, SearchStatus.CANCELLED)
+            if search_id not in self._runners:
+                unfinished = self.store.candidates_by_status(
+                    search_id, [CandidateStatus.PENDING, CandidateStatus.EVALUATING])
+                # Idempotent, first result wins: a runner elsewhere finishing one of these is harmless.
+                self.store.finish_candidates([
+                    CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage="cancelled",
+                                     rejection_reason="the search was cancelled") for c in unfinished])
             self._schedule()
-        return record
+        return self.store.get_search(search_id)
 
     # -- views ---------------------------------------------------------------------
     def is_running(self, search_id: int) -> bool:

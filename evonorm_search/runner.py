@@ -357,6 +357,9 @@ class SearchRunner:
     def _cancel_in_flight(self, record: bool = True) -> None:
         cancelled = [job.candidate for job in self._jobs.values()]
         cancelled += [c for waiting in self._parked.values() for c, _ in waiting]
+        if record:   # a cancelled search leaves nothing pending either
+            cancelled += self._pending
+            self._pending = []
         for job_id in list(self._jobs):
             self.executor.cancel(job_id)
         self._jobs.clear()

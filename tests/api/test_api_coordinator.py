@@ -72,6 +72,26 @@ def test_start_resumes_a_search_a_crash_left_running(database: Any) -> None:
     store.close()
 
 
+def test_cancelling_a_paused_search_leaves_nothing_unfinished(database: Any) -> None:
+    store = Store(database.url)
+    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": 20})
+    sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=0).id
+    graphs = [ZOO[n].graph for n in ("bn_relu", "gn_relu", "layernorm", "evonorm_s0")]
+    added = store.add_candidates(sid, [NewCandidate(g.dumps(), structural_hash(g)) for g in graphs if g])
+    store.mark_evaluating([added[0].id])   # what a crash mid-evaluation leaves
+    store.set_search_status(sid, SearchStatus.PAUSED)
+    coordinator = Coordinator(store, executor="inprocess", runner_kwargs=api_fakes.FAST_RUNNER)
+    coordinator.start()
+    try:
+        record = coordinator.cancel(sid)
+    finally:
+        coordinator.stop()
+    assert record.status is SearchStatus.CANCELLED and record.num_rejected == 4
+    rows = store.list_candidates(sid, limit=None)
+    assert [(c.status, c.rejection_stage) for c in rows] == [(CandidateStatus.REJECTED, "cancelled")] * 4
+    store.close()
+
+
 def test_a_finished_search_exports_its_front_to_the_export_dir(database: Any, tmp_path: Path) -> None:
     import importlib.util
 

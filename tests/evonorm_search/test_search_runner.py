@@ -151,6 +151,28 @@ def test_pause_resume_cancel(store: Store) -> None:
     assert stages["cancelled"] <= 4  # only what was in flight
 
 
+def test_cancel_finishes_pending_candidates_too(store: Store) -> None:
+    """Candidates left pending by a restart and not yet resubmitted are cancelled with the search."""
+    from db import NewCandidate
+    from primitives import structural_hash
+    from primitives.zoo import ZOO
+
+    sid = new_search(store, budget=20, in_flight=1)
+    graphs = [ZOO[n].graph for n in ("bn_relu", "gn_relu", "layernorm", "rmsnorm", "evonorm_b0", "evonorm_s0")]
+    store.add_candidates(sid, [NewCandidate(g.dumps(), structural_hash(g)) for g in graphs if g])
+    store.set_search_status(sid, SearchStatus.RUNNING)
+    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate,
+                          status_poll_s=0.02)
+    thread = run_in_thread(runner)
+    wait_for(lambda: store.get_search(sid).num_evaluated + store.get_search(sid).num_rejected >= 1)
+    store.set_search_status(sid, SearchStatus.CANCELLED)
+    thread.join(30)
+    assert not thread.is_alive()
+    rows = all_candidates(store, sid)
+    assert all(c.finished for c in rows), Counter(c.status for c in rows)
+    assert Counter(c.rejection_stage for c in rows)["cancelled"] >= 1
+
+
 RUNNER_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {here!r})
