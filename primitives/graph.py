@@ -54,6 +54,13 @@ class Graph:
     nodes: tuple[Node, ...]
 
     def __post_init__(self) -> None:
+        # Built in code rather than parsed: hold it to the JSON path's types (hashable, integer ids).
+        if not isinstance(self.nodes, tuple) or not all(isinstance(n, Node) for n in self.nodes):
+            raise GraphError("nodes", "expected a tuple of Node")
+        for k, node in enumerate(self.nodes):
+            if not isinstance(node.inputs, tuple) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in node.inputs):
+                raise GraphError(f"nodes[{k}].inputs", f"expected a tuple of int node ids, got {node.inputs!r}")
         _validate(self.nodes)
 
     # -- structure ---------------------------------------------------------

@@ -151,3 +151,16 @@ def test_liveness_and_batch_dependence_look_at_the_output_only() -> None:
     assert not g.uses(4) and g.uses(0)
     assert not g.batch_dependent
     assert Graph.build(("std_batch", ["x"]), ("div", ["x", 4])).batch_dependent
+
+
+@pytest.mark.parametrize("nodes, field", [
+    ([Node("neg", (0,))], "nodes"),                         # a list: unhashable, so no structural hash
+    ((Node("neg", [0]),), "nodes[0].inputs"),
+    ((Node("neg", (0.0,)),), "nodes[0].inputs"),
+    ((Node("neg", ("x",)),), "nodes[0].inputs"),
+    ((Node("neg", (True,)),), "nodes[0].inputs"),
+])
+def test_a_graph_built_in_code_is_held_to_the_json_types(nodes: Any, field: str) -> None:
+    with pytest.raises(GraphError) as e:
+        Graph(nodes)
+    assert e.value.field == field
