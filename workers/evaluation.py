@@ -186,40 +186,29 @@ def screen(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec) -> Screening:
     propagates, and the executor reports it as "oom".
     """
     costs: list[tuple[str, float]] = []
+    stage, t = Stage.STATIC, time.perf_counter()
 
-    def rejected(stage: Stage, rejection: Rejection) -> Screening:
+    def rejected(rejection: Rejection) -> Screening:
         costs.append((stage, time.perf_counter() - t))
         return Screening(None, rejection, tuple(costs))
 
-    t = time.perf_counter()
     try:
         g = _parse(graph)
-    except GraphError as e:
-        return rejected(Stage.STATIC, Rejection(Stage.STATIC, str(e)))
-    except MemoryError:
-        raise
-    except Exception as e:
-        return rejected(Stage.STATIC, _failed(Stage.STATIC, e))
-    costs.append((Stage.STATIC, time.perf_counter() - t))
-    if spec.numeric:
-        t = time.perf_counter()
-        try:
+        costs.append((stage, time.perf_counter() - t))
+        if spec.numeric:
+            stage, t = Stage.NUMERIC, time.perf_counter()
             rejection = numeric_check(g, spec.layouts, eps=spec.eps)
-        except MemoryError:
-            raise
-        except Exception as e:
-            rejection = _failed(Stage.NUMERIC, e)
-        if rejection:
-            return rejected(Stage.NUMERIC, rejection)
-        costs.append((Stage.NUMERIC, time.perf_counter() - t))
-    t = time.perf_counter()
-    try:
+            if rejection:
+                return rejected(rejection)
+            costs.append((stage, time.perf_counter() - t))
+        stage, t = Stage.DUPLICATE, time.perf_counter()
         fp = fingerprint(g)
     except MemoryError:
         raise
-    except Exception as e:
-        return rejected(Stage.DUPLICATE, _failed(Stage.DUPLICATE, e))
-    costs.append((Stage.DUPLICATE, time.perf_counter() - t))
+    except Exception as e:   # the stage that raised rejects the candidate
+        invalid = stage is Stage.STATIC and isinstance(e, GraphError)
+        return rejected(Rejection(stage, str(e)) if invalid else _failed(stage, e))
+    costs.append((stage, time.perf_counter() - t))
     return Screening(fp, None, tuple(costs))
 
 
