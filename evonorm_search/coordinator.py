@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from db import CandidateOutcome, CandidateStatus, LeaseError, SearchRecord, SearchStatus, Store, TransitionError
+from db import CandidateStatus, LeaseError, SearchRecord, SearchStatus, Store, TransitionError
 from evonorm_search.config import SearchConfig
-from evonorm_search.runner import Progress, SearchRunner
+from evonorm_search.runner import Progress, SearchRunner, cancelled_outcome
 from evonorm_search.summary import export_winners, winners_dir
 from workers.executors import Executor, Outcome, make_executor
 
@@ -217,9 +217,7 @@ class Coordinator:
                 unfinished = self.store.candidates_by_status(
                     search_id, [CandidateStatus.PENDING, CandidateStatus.EVALUATING])
                 # Idempotent, first result wins: a runner elsewhere finishing one of these is harmless.
-                self.store.finish_candidates([
-                    CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage="cancelled",
-                                     rejection_reason="the search was cancelled") for c in unfinished])
+                self.store.finish_candidates([cancelled_outcome(c) for c in unfinished])
             self._schedule()
         return self.store.get_search(search_id)
 

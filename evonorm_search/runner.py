@@ -365,13 +365,18 @@ class SearchRunner:
         self._jobs.clear()
         self._parked.clear()
         if record and cancelled:
-            self._finish([CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage="cancelled",
-                                           rejection_reason="the search was cancelled") for c in cancelled])
+            self._finish([cancelled_outcome(c) for c in cancelled])
 
     def _report(self) -> None:
         self.progress.in_flight = len(self._jobs) + sum(len(v) for v in self._parked.values())
         if self.on_progress:
             self.on_progress(self.progress)
+
+
+def cancelled_outcome(c: CandidateRecord) -> CandidateOutcome:
+    """How an unfinished candidate of a cancelled search ends."""
+    return CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage="cancelled",
+                            rejection_reason="the search was cancelled")
 
 
 def _worker_failure(c: CandidateRecord, failure: JobFailure, fp: str | None = None) -> CandidateOutcome:
