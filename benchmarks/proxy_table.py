@@ -251,7 +251,7 @@ def _coverage() -> str:
 
 
 def _lr(objective: str) -> str:
-    """The peak learning rate of a task's recipe for its backbone (per-backbone, `Recipe.backbone_lr`)."""
+    """The peak learning rate of a task's recipe for its backbone (with `Recipe.backbone_recipe`)."""
     task = next((t for t in DEFAULT_TASKS if t.objective == objective), None)
     if task is None:
         return "?"

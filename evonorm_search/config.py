@@ -138,9 +138,9 @@ class SearchConfig(_Strict):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A real front on a 2-core laptop in about ten minutes. MobileNet, not the
-    # ResNet, for images: at 300 CPU steps it ranks layers repeatably across
-    # seeds and the ResNet does not (docs/proxy.md).
+    # A real front on a 2-core laptop in about ten minutes. MobileNet for
+    # images: of the two image objectives (both repeatable across seeds) it
+    # has the widest gap between normalizers and identity (docs/proxy.md).
     "quick": {
         "name": "quick", "budget": 40, "population_size": 8, "tournament_size": 3, "in_flight": 2,
         "seed_with_zoo": ["bn_relu", "evonorm_s0"],

@@ -126,12 +126,17 @@ def test_recipe_overrides_and_schedule() -> None:
     assert recipe.label_smoothing == base.label_smoothing  # not overridden: kept
     assert recipe.backbones == base.backbones
     assert recipe_for("shapes32") == base
-    # the ResNet's own learning rate; a config's lr still wins
-    assert recipe_for("shapes32", None, "resnet").lr == base.backbone_lr["resnet"] != base.lr
-    assert recipe_for("shapes32", None, "mobilenet").lr == base.lr
-    assert recipe_for("shapes32", TrainConfig(lr=0.5), "resnet").lr == 0.5
+    # the ResNet's own recipe fields (gradient clipping); a config's value still wins
+    resnet_clip = base.backbone_recipe["resnet"]["grad_clip"]
+    assert recipe_for("shapes32", None, "resnet").grad_clip == resnet_clip != base.grad_clip
+    assert recipe_for("shapes32", None, "mobilenet").grad_clip == base.grad_clip
+    assert recipe_for("shapes32", TrainConfig(grad_clip=math.inf), "resnet").grad_clip == math.inf
+    assert recipe_for("shapes32", None, "resnet").lr == base.lr
+    with pytest.raises(ValueError, match=r"backbone_recipe\['resnet'\]: \['clip'\]"):
+        replace(base, backbone_recipe={"resnet": {"clip": 1.0}})
     assert backbone_kwargs_for("shapes32", "resnet", TrainConfig(backbone_kwargs={"width_mult": 2.0})
-                               ) == {"stem_stride": 2, "width_mult": 2.0, "in_channels": 3}
+                               ) == {"stem_stride": 2, "blocks": (3, 3, 3), "width_mult": 2.0,
+                                     "in_channels": 3}
     assert backbone_kwargs_for("pydoc_chars", "transformer") == {"block_size": 64}
     assert lr_at(0, recipe) < lr_at(4, recipe) == pytest.approx(0.5)  # 5 warmup steps
     assert lr_at(99, recipe) < 0.01 * recipe.lr  # cosine to zero
