@@ -5,7 +5,12 @@ The same source is what `primitives.compile` executes and what
 exported file are one piece of code. The source imports only torch, defines
 only the helpers the graph uses, and its `forward` reads like the formula:
 nodes used once are inlined, nodes used more than once become local
-variables.
+variables. A standardization, (s - mean(s)) / std(s) over batch, group,
+layer or instance axes, is emitted as torch's fused kernel for it
+(F.batch_norm, F.group_norm, F.layer_norm), with a per-channel v1 / v0 or
+the output affine as the kernel's weight and bias: a generated BN-ReLU,
+GN-ReLU or LayerNorm then trains at the speed of torch's own module
+(`module_source(..., fuse=False)` spells it out op by op).
 
 Layouts (how each axis set maps onto a tensor):
 
@@ -50,6 +55,8 @@ from primitives.ops import (
     PREC_MUL,
     PREC_UNARY,
     SQRT_EPS,
+    V0,
+    V1,
     ZERO,
     Axes,
     Stat,
@@ -181,19 +188,105 @@ def {name}(x: Tensor{_eps_arg(stat)}) -> Tensor:
 '''
 
 
+# (s - mean_A(s)) / std_A(s) is the standardization torch has one fused kernel
+# for (F.batch_norm, F.group_norm, F.layer_norm: one pass forward and one
+# backward, against about six ops each way composed). It is most of a
+# generated BN/GN/LN layer's cost, so such a subgraph is emitted as one call,
+# with a per-channel v1 * (.) + v0 around it, or the layer's own output
+# affine, folded in as the kernel's weight and bias. Same numbers up to float
+# rounding: biased variance inside the square root with eps; F.batch_norm
+# keeps the running estimates exactly as mean_batch and std_batch do
+# (momentum lerp, unbiased variance) and uses them in eval mode. Not fused:
+# batch and causal instance statistics on tokens (no kernel has their axes).
+_FUSED_AXES = {"nchw": (Axes.BATCH, Axes.GROUP, Axes.LAYER, Axes.INSTANCE),
+               "tokens": (Axes.GROUP, Axes.LAYER)}
+
+_STANDARDIZE_GROUP_TOKENS = '''
+def standardize_group(x: Tensor, groups: int, eps: float) -> Tensor:
+    # (x - mean_group(x)) / std_group(x), in one fused kernel
+    b, t, c = x.shape[0], x.shape[1], x.shape[2]
+    return F.layer_norm(x.reshape(b, t, groups, c // groups), [c // groups], None, None, eps).reshape(b, t, c)
+'''
+
+
+@dataclass(frozen=True)
+class _Standardization:
+    source: int                  # the node standardized
+    axes: Axes
+    mean: int                    # its mean and std nodes (used nowhere else)
+    std: int
+    weight: int | None = None    # V1 folded in as the kernel's weight, V0 as its bias
+    bias: int | None = None
+
+
 @dataclass(frozen=True)
 class _Plan:
     graph: Graph                 # canonical
     uses: Counter[int]
     buffers: dict[int, str]      # batch-aggregation node id -> buffer name
     names: dict[int, str]        # node id -> local variable, for nodes bound to one
+    fused: dict[int, _Standardization]  # root node id -> the standardization under it
 
 
-def _plan(graph: Graph) -> _Plan:
+def _affine_around(g: Graph, uses: Counter[int], inner: int) -> tuple[int, int | None, int | None]:
+    """(root, weight, bias) of v1 * inner + v0, v1 * inner or inner + v0 with inner used once."""
+    root, weight, bias = inner, None, None
+
+    def only_user(node_id: int) -> int | None:
+        if uses[node_id] != 1:
+            return None
+        return next(i for i, n in enumerate(g.nodes, NUM_INPUTS) if node_id in n.inputs)
+
+    user = only_user(inner)
+    if user is not None and g.node(user).op == "mul" and set(g.node(user).inputs) == {V1, inner}:
+        root, weight = user, V1
+        user = only_user(root)
+    if user is not None and g.node(user).op == "add" and set(g.node(user).inputs) == {V0, root}:
+        root, bias = user, V0
+    return root, weight, bias
+
+
+def _standardizations(g: Graph, uses: Counter[int], layout: str) -> dict[int, _Standardization]:
+    """Root node id -> the standardization (and affine) the subgraph under it computes."""
+    found: dict[int, _Standardization] = {}
+    for i, node in enumerate(g.nodes, NUM_INPUTS):
+        if node.op != "div" or min(node.inputs) < NUM_INPUTS:
+            continue
+        centred, den = node.inputs
+        std_op = get_op(g.node(den).op)
+        source = g.node(den).inputs[0]
+        if (std_op.stat is not Stat.STD or std_op.axes not in _FUSED_AXES[layout]
+                or g.node(centred).op != "add" or uses[den] != 1 or uses[centred] != 1
+                or not _full_shape(g, source)):
+            continue
+        a, b = g.node(centred).inputs
+        neg = b if a == source else a if b == source else None
+        if neg is None or neg < NUM_INPUTS or g.node(neg).op != "neg" or uses[neg] != 1:
+            continue
+        mean = g.node(neg).inputs[0]
+        if mean < NUM_INPUTS or uses[mean] != 1:
+            continue
+        mean_op = get_op(g.node(mean).op)
+        if mean_op.stat is not Stat.MEAN or mean_op.axes is not std_op.axes \
+                or g.node(mean).inputs[0] != source:
+            continue
+        root, weight, bias = i, None, None
+        if (layout, std_op.axes) != ("tokens", Axes.GROUP):  # its kernel's affine is per group slot
+            root, weight, bias = _affine_around(g, uses, i)
+            if layout == "nchw" and std_op.axes is not Axes.BATCH and weight is None:
+                # F.group_norm with a bias but no weight fails in backward (torch 2.13)
+                root, bias = i, None
+        found[root] = _Standardization(source, std_op.axes, mean, den, weight, bias)
+    return found
+
+
+def _plan(graph: Graph, layout: str, fuse: bool) -> _Plan:
     g = canonicalize(graph)
     uses: Counter[int] = Counter()
     for node in g.nodes:
         uses.update(node.inputs)
+    fused = _standardizations(g, uses, layout) if fuse else {}
+    inside = {j for f in fused.values() for j in (f.mean, f.std)}
     batch_nodes = [i for i, n in enumerate(g.nodes, NUM_INPUTS) if get_op(n.op).batch_dependent]
     base = {i: _RUNNING_NAME[get_op(g.node(i).op).stat] for i in batch_nodes}  # type: ignore[index]
     counts = Counter(base.values())
@@ -209,12 +302,12 @@ def _plan(graph: Graph) -> _Plan:
     taken: Counter[str] = Counter()
     for i, node in enumerate(g.nodes, NUM_INPUTS):
         op = get_op(node.op)
-        if i == g.output or (op.stat is None and uses[i] < 2):
+        if i == g.output or i in inside or (op.stat is None and uses[i] < 2):
             continue
         stem = f"{op.axes}_{op.stat}" if op.stat is not None else "t"
         taken[stem] += 1
         names[i] = stem if op.stat is not None and taken[stem] == 1 else f"{stem}{taken[stem]}"
-    return _Plan(g, uses, buffers, names)
+    return _Plan(g, uses, buffers, names, fused)
 
 
 def _full_shape(g: Graph, node_id: int) -> bool:
@@ -248,6 +341,7 @@ class _Emitter:
         self.layout = layout
         self.helpers: list[str] = []
         self.uses_zero = False
+        self.referenced: set[int] = set()   # graph inputs forward refers to by name
 
     def need(self, helper: str) -> None:
         if helper not in self.helpers:
@@ -260,6 +354,7 @@ class _Emitter:
         """An expression for node_id: a name if it is bound, else inlined."""
         if node_id < NUM_INPUTS:
             atom = INPUT_NAMES[node_id]
+            self.referenced.add(node_id)
             if node_id == ZERO:
                 self.uses_zero = True
             return atom, PREC_ATOM
@@ -267,10 +362,28 @@ class _Emitter:
             return self.name(node_id), PREC_ATOM
         return self.expr(node_id)
 
+    def standardize(self, f: _Standardization, weight: str = "None", bias: str = "None") -> str:
+        """The fused kernel call for f; weight and bias unless f folds in v1 / v0."""
+        src = self.ref(f.source)[0]
+        weight = f"self.{INPUT_NAMES[f.weight]}" if f.weight is not None else weight
+        bias = f"self.{INPUT_NAMES[f.bias]}" if f.bias is not None else bias
+        if self.layout == "tokens" and f.axes is Axes.GROUP:
+            self.need("standardize_group")
+            return f"standardize_group({src}, self.groups, self.eps)"
+        if f.axes is Axes.BATCH:
+            running = f"self.{self.plan.buffers[f.mean]}, self.{self.plan.buffers[f.std]}"
+            return f"F.batch_norm({src}, {running}, {weight}, {bias}, self.training, self.momentum, self.eps)"
+        if self.layout == "tokens":  # layer: over the channels of one token
+            return f"F.layer_norm({src}, [self.num_features], {weight}, {bias}, self.eps)"
+        groups = {Axes.GROUP: "self.groups", Axes.LAYER: "1", Axes.INSTANCE: "self.num_features"}[f.axes]
+        return f"F.group_norm({src}, {groups}, {weight}, {bias}, self.eps)"
+
     def expr(self, node_id: int) -> tuple[str, int]:
         node = self.g.node(node_id)
         op = get_op(node.op)
         ins = node.inputs
+        if node_id in self.plan.fused:
+            return self.standardize(self.plan.fused[node_id]), PREC_ATOM
         if op.stat is not None:
             self.need(f"{op.stat}_{op.axes}")
             if op.axes is Axes.INSTANCE and self.layout == "tokens":
@@ -323,11 +436,15 @@ def _wrap(text: str, prec: int, need: int) -> str:
 
 
 def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "nchw",
-                  eps: float = 1e-5, title: str | None = None) -> str:
-    """The complete text of a standalone `.py` file defining `class_name`."""
+                  eps: float = 1e-5, title: str | None = None, fuse: bool = True) -> str:
+    """The complete text of a standalone `.py` file defining `class_name`.
+
+    fuse=False spells standardizations out op by op instead of as one fused
+    kernel call (the same function; the reference the fused code is tested against).
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    plan = _plan(graph)
+    plan = _plan(graph, layout, fuse)
     g = plan.graph
     em = _Emitter(plan, layout)
 
@@ -335,17 +452,26 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     for node_id in range(NUM_INPUTS, g.output):
         if node_id in plan.names:
             body.append(f"        {em.name(node_id)} = {em.expr(node_id)[0]}")
-    out, out_prec = em.expr(g.output)
-    if not _full_shape(g, g.output):
-        out = f"{_wrap(out, out_prec, PREC_ATOM)}.expand_as(x)"
-    body.append(f"        y = {out}")
+    channel = ".view(1, -1, 1, 1)" if layout == "nchw" else ""
+    epilogue = [f"        return y * self.weight{channel} + self.bias{channel}"]
+    last = plan.fused.get(g.output)
+    if last is not None and (last.weight, last.bias) == (None, None) \
+            and (layout, last.axes) != ("tokens", Axes.GROUP):
+        # the layer is a bare standardization: its output affine is the kernel's (LayerNorm)
+        body.append(f"        return {em.standardize(last, 'self.weight', 'self.bias')}")
+        epilogue = []
+    else:
+        out, out_prec = em.expr(g.output)
+        if not _full_shape(g, g.output):
+            out = f"{_wrap(out, out_prec, PREC_ATOM)}.expand_as(x)"
+        body.append(f"        y = {out}")
 
     live = g.live_ids()
-    channel = ".view(1, -1, 1, 1)" if layout == "nchw" else ""
-    prologue = [f"        {v} = self.{v}{channel}" for v in ("v0", "v1") if INPUT_NAMES.index(v) in live]
+    # v0/v1 as broadcastable locals, where forward names them (not where a kernel takes them)
+    prologue = [f"        {v} = self.{v}{channel}" for v in ("v0", "v1")
+                if INPUT_NAMES.index(v) in em.referenced]
     if em.uses_zero:
         prologue.append("        zero = torch.zeros_like(x)")
-    epilogue = f"        return y * self.weight{channel} + self.bias{channel}"
 
     params = ["weight", "bias"] + [v for v in ("v0", "v1") if INPUT_NAMES.index(v) in live]
     init_value = {"weight": "ones", "bias": "zeros", "v0": "zeros", "v1": "ones"}
@@ -360,6 +486,8 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     for h in em.helpers:
         if h in _ELEMENTWISE_HELPERS:
             helper_src.append(_ELEMENTWISE_HELPERS[h])
+        elif h == "standardize_group":
+            helper_src.append(_STANDARDIZE_GROUP_TOKENS)
         elif h != "prefix_count":
             stat, axes = h.split("_")
             helper_src.append(_aggregate_helper(Stat(stat), Axes(axes), layout))
@@ -369,6 +497,7 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     if needs_groups:
         helper_src.insert(0, _NUM_GROUPS)
 
+    functional = "import torch.nn.functional as F\n" if plan.fused else ""
     text = formula(graph)
     shape = "(N, C, H, W)" if layout == "nchw" else "(B, T, C)"
     head = title or "A normalization-activation layer found by evonorm-search."
@@ -384,7 +513,7 @@ Needs only torch.
 """
 
 import torch
-from torch import Tensor, nn
+{functional}from torch import Tensor, nn
 
 GRAPH = {graph_json!r}
 {"".join(helper_src)}
@@ -402,8 +531,7 @@ class {class_name}(nn.Module):
 {chr(10).join(init)}
 
     def forward(self, x: Tensor) -> Tensor:
-{chr(10).join(prologue + body)}
-{epilogue}
+{chr(10).join(prologue + body + epilogue)}
 
     def extra_repr(self) -> str:
         return f"{{self.num_features}}, eps={{self.eps}}"

@@ -32,10 +32,13 @@ def class_name_for(name: str | None, graph: Graph) -> str:
 
 @lru_cache(maxsize=2048)
 def layer_class(graph: Graph, layout: str = "nchw", name: str | None = None,
-                eps: float = 1e-5) -> type[nn.Module]:
-    """The nn.Module class of a graph: `layer_class(g)(num_features, eps=..., groups=...)`."""
+                eps: float = 1e-5, fuse: bool = True) -> type[nn.Module]:
+    """The nn.Module class of a graph: `layer_class(g)(num_features, eps=..., groups=...)`.
+
+    fuse: standardizations as fused torch kernels (see `primitives.codegen`).
+    """
     cls_name = class_name_for(name, graph)
-    source = module_source(graph, class_name=cls_name, layout=layout, eps=eps)
+    source = module_source(graph, class_name=cls_name, layout=layout, eps=eps, fuse=fuse)
     # One module per distinct source, never replaced: pickle looks a class up by module and
     # name, so a second class under the same name (another eps, or the same graph written
     # another way) would make instances of the first unpicklable.

@@ -81,7 +81,7 @@ def test_exported_py_is_standalone_and_computes_the_same_layer(
     graph, name, eps, layout = _case(spec)
     trained = _trained(graph, name, eps, layout, randomize)
     source = export_bytes(graph, "py", layout=layout, name=name, eps=eps).decode()
-    assert _imports(source) and set(_imports(source)) == {"torch"}
+    assert _imports(source) and {name.split(".")[0] for name in _imports(source)} == {"torch"}
     assert "primitives" not in source and "exec(" not in source
     path = tmp_path / "exported_layer.py"
     path.write_text(source)
