@@ -138,7 +138,7 @@ class SearchConfig(_Strict):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A real front on a 2-core laptop in about ten minutes. MobileNet for
+    # A real front on a 2-core laptop in about five minutes. MobileNet for
     # images: of the two image objectives (both repeatable across seeds) it
     # has the widest gap between normalizers and identity (docs/proxy.md).
     "quick": {
