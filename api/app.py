@@ -14,7 +14,6 @@ import re
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,7 +29,7 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routes import candidates, dashboard, events, graphs, searches, system, zoo
 from api.routes.graphs import GraphFieldError
 from api.views import field_loc, maximise_of
-from db import NotFoundError, RetryableStoreError, Store, StoreError, TransitionError
+from db import NotFoundError, RetryableStoreError, Store, StoreError, TransitionError, open_store
 from evonorm_search.coordinator import Coordinator, ExecutorFactory
 from evonorm_search.live import CandidateCache, LiveFronts
 from evonorm_search.settings import Settings, get_settings
@@ -68,14 +67,6 @@ def _warm(state: AppState, n: int) -> None:
         log.debug("warming the fronts failed", exc_info=True)
 
 
-def _open_store(url: str) -> Store:
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif "://" not in url:
-        Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return Store(url)
-
-
 def create_app(settings: Settings | None = None, *, store: Store | None = None,
                coordinator: Coordinator | None = None, executor_factory: ExecutorFactory | None = None,
                runner_kwargs: Mapping[str, Any] | None = None, warm_fronts: int = 8) -> FastAPI:
@@ -87,7 +78,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     """
     settings = settings or get_settings()
     owns_store = store is None
-    store = store or _open_store(settings.db_url)
+    store = store or open_store(settings.db_url)
     coordinator = coordinator or Coordinator(
         store, executor=settings.executor, ray_address=settings.ray_address, executor_factory=executor_factory,
         runner_kwargs=runner_kwargs, max_running=settings.max_running, export_dir=settings.export_dir)

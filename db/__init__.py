@@ -10,6 +10,7 @@ the frozen records it returns:
 
 from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError, TransitionError
 from db.migrate import upgrade
+from db.open import open_store, sqlite_file
 from db.records import (
     FINISHED_CANDIDATE_STATUSES,
     SEARCH_TRANSITIONS,
@@ -51,5 +52,7 @@ __all__ = [
     "Store",
     "StoreError",
     "TransitionError",
+    "open_store",
+    "sqlite_file",
     "upgrade",
 ]

@@ -144,33 +144,20 @@ def evaluate(
 # -- searches ------------------------------------------------------------------
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite path or `sqlite:///` URL; None for other databases."""
-    if "://" not in url:
-        return Path(url).expanduser() if url != ":memory:" else None
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///").split("?", 1)[0]
-        return Path(path) if path and path != ":memory:" else None
-    return None
-
-
 def _open_store(db: str | None, *, create: bool = True) -> Any:
     """The store at --db (default: settings). A missing SQLite file is created only with `create`.
 
     Read-only commands pass create=False: a mistyped path is then an error, not a new, empty database.
     """
-    from db import Store
+    from db import open_store
     from evonorm_search.settings import get_settings
 
     url = db or get_settings().db_url
-    path = _sqlite_path(url)
-    if path is not None:
-        if not create and not path.is_file():
-            raise fail(f"the database {path} does not exist (give the SQLite file a search was run with, "
-                       f"via --db or EVONORM_DB_URL)")
-        path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return Store(url)
+        return open_store(url, create=create)
+    except FileNotFoundError as e:
+        raise fail(f"the database {e} does not exist (give the SQLite file a search was run with, "
+                   f"via --db or EVONORM_DB_URL)") from None
     except ValueError as e:  # an unsupported URL, in-memory SQLite
         raise fail(f"--db: {e}") from None
 
