@@ -43,8 +43,9 @@ from workers.train import recipe_for, train
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "proxy_table.json"
 DOC = ROOT / "docs" / "proxy.md"
-LAYERS = ("bn_relu", "gn_relu", "layernorm", "rmsnorm", "evonorm_b0", "evonorm_s0", "evonorm_s1",
-          "dyt", "swish", "relu", "identity")
+LAYERS = ("bn_relu", "gn_relu", "layernorm", "rmsnorm", "evonorm_b0", "evonorm_b1", "evonorm_b2",
+          "evonorm_s0", "evonorm_s1", "evonorm_s2", "batch_rms", "batch_channel", "dyt", "swish", "relu",
+          "identity")
 SEEDS = (0, 1)
 # "Clearly below": identity's best seed under BN-ReLU's worst seed by this much accuracy.
 CLEAR_MARGIN = 0.05
