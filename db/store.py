@@ -355,10 +355,16 @@ class Store:
         """
         new = SearchStatus(status)
         allowed_from = None if expected is None else {SearchStatus(e) for e in expected}
+        attempts = 0
 
         def fn(s: Session) -> SearchRecord:
+            nonlocal attempts
+            attempts += 1
             row = _get_search(s, search_id, lock=True)
             current = SearchStatus(row.status)
+            if attempts > 1 and current is new:
+                # A repeat after a lost COMMIT that went through: the move is done (no second event).
+                return _search_record(row)
             if allowed_from is not None and current not in allowed_from:
                 wanted = sorted(allowed_from)
                 raise TransitionError(search_id, current, new, f"expected status in {wanted}")
@@ -391,7 +397,7 @@ class Store:
             )
             return record
 
-        return self._run("set_search_status", fn, write=True)
+        return self._run("set_search_status", fn, write=True, idempotent=True)
 
     # -- the runner's lease -----------------------------------------------
 
@@ -449,9 +455,15 @@ class Store:
         that, repeating a batch is harmless (after a RetryableStoreError, say):
         the second call inserts only what the first did not. Writes one
         candidates_added event per call that inserted something.
+
+        A store from `with_reconnect` repeats the call itself after a lost
+        COMMIT, and then returns what the first attempt inserted too (the
+        runner is the single writer of its search's candidates).
         """
+        first_seen: set[str] | None = None  # hashes already stored when the first attempt looked
 
         def fn(s: Session) -> list[CandidateRecord]:
+            nonlocal first_seen
             # Lock the search row: concurrent adds to one search queue here,
             # which keeps the duplicate check below race-free.
             _get_search(s, search_id, lock=True)
@@ -466,6 +478,9 @@ class Store:
                         )
                     )
                 )
+            if first_seen is None:
+                first_seen = set(seen)
+            earlier = self._by_hashes(s, search_id, sorted(seen - first_seen))  # a lost COMMIT's rows
             now = utcnow()
             rows: list[dict[str, Any]] = []
             for c in candidates:
@@ -491,7 +506,7 @@ class Store:
                     }
                 )
             if not rows:
-                return []
+                return _in_input_order(earlier, candidates)
             stmt = insert(_candidates).returning(*_candidates.c, sort_by_parameter_order=True)
             records = [_candidate_record(r) for r in s.execute(stmt, rows)]
             s.execute(
@@ -512,9 +527,18 @@ class Store:
                     }
                 ],
             )
-            return records
+            return _in_input_order(earlier + records, candidates)
 
-        return self._run("add_candidates", fn, write=True)
+        return self._run("add_candidates", fn, write=True, idempotent=True)
+
+    @staticmethod
+    def _by_hashes(s: Session, search_id: int, hashes: Sequence[str]) -> list[CandidateRecord]:
+        out: list[CandidateRecord] = []
+        for chunk in _chunks(list(hashes)):
+            rows = s.execute(select(_candidates).where(_candidates.c.search_id == search_id,
+                                                       _candidates.c.structural_hash.in_(chunk)))
+            out += [_candidate_record(r) for r in rows]
+        return out
 
     def mark_evaluating(self, candidate_ids: Iterable[int]) -> list[int]:
         """Move pending candidates to evaluating; returns the ids that moved (sorted).
@@ -781,13 +805,7 @@ class Store:
         hashes = sorted(set(structural_hashes))
 
         def fn(s: Session) -> dict[str, CandidateRecord]:
-            found: dict[str, CandidateRecord] = {}
-            for chunk in _chunks(hashes):
-                stmt = select(_candidates).where(
-                    _candidates.c.search_id == search_id, _candidates.c.structural_hash.in_(chunk)
-                )
-                found.update((r.structural_hash, _candidate_record(r)) for r in s.execute(stmt))
-            return found
+            return {r.structural_hash: r for r in self._by_hashes(s, search_id, hashes)}
 
         return self._run("find_by_hashes", fn, write=False)
 
@@ -1014,6 +1032,12 @@ def _candidate_statuses(
 ) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
     return [CandidateStatus(v).value for v in items]
+
+
+def _in_input_order(records: list[CandidateRecord],
+                    candidates: Sequence[NewCandidate]) -> list[CandidateRecord]:
+    position = {c.structural_hash: i for i, c in reversed(list(enumerate(candidates)))}
+    return sorted(records, key=lambda r: position[r.structural_hash])
 
 
 def _translate(op: str, exc: SQLAlchemyError, *, write: bool) -> StoreError:

@@ -14,10 +14,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from db import (
     CandidateOutcome,
@@ -221,3 +224,54 @@ def test_write_that_loses_its_connection_raises_retryable(pg_admin, pg_store):
     store.finish_candidates([outcome])
     store.finish_candidates([outcome])
     assert len(store.evaluations_for(cand.id)) == 1
+
+
+# -- a COMMIT that went through but whose answer was lost ---------------------------------
+
+
+def lose_the_first_commit_ack(store: Store) -> list[int]:
+    """Make the store's first write transaction commit and then fail as if the connection dropped
+    before the server's answer arrived (a PostgreSQL restart at the wrong moment)."""
+    real = store._transaction
+    lost: list[int] = []
+
+    @contextmanager
+    def transaction(*, write: bool) -> Iterator[Any]:
+        with real(write=write) as session:
+            yield session
+        if write and not lost:
+            lost.append(1)
+            raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection unexpectedly"),
+                                   connection_invalidated=True)
+
+    store._transaction = transaction  # type: ignore[method-assign]
+    return lost
+
+
+def test_add_candidates_repeated_after_a_lost_commit_returns_what_the_first_attempt_inserted(store):
+    search = store.create_search("s", {})
+    [old] = store.add_candidates(search.id, [NewCandidate("{}", "h0")])
+    runner_view = store.with_reconnect(10)
+    lost = lose_the_first_commit_ack(runner_view)
+    batch = [NewCandidate("{}", "h2"), NewCandidate("{}", "h0"), NewCandidate("{}", "h1")]
+    added = runner_view.add_candidates(search.id, batch)
+    assert lost == [1]
+    # the committed rows come back (not skipped as duplicates of themselves), in input order; h0 was there
+    assert [c.structural_hash for c in added] == ["h2", "h1"] and old.id not in [c.id for c in added]
+    assert store.get_search(search.id).num_candidates == 3
+    events = [e for e in store.events_after(search_id=search.id) if e.kind == "candidates_added"]
+    assert [e.payload["ids"] for e in events] == [[old.id], sorted(c.id for c in added)]
+
+
+def test_a_status_move_repeated_after_a_lost_commit_is_done_once(store):
+    search = store.create_search("s", {})
+    runner_view = store.with_reconnect(10)
+    lost = lose_the_first_commit_ack(runner_view)
+    moved = runner_view.set_search_status(search.id, SearchStatus.RUNNING, expected=[SearchStatus.QUEUED])
+    assert lost == [1] and moved.status is SearchStatus.RUNNING
+    events = [e for e in store.events_after(search_id=search.id) if e.kind == "search_status"]
+    assert [(e.payload["from"], e.payload["to"]) for e in events] == [("queued", "running")]
+    # Without the reconnect window the caller hears that the outcome is unknown.
+    lose_the_first_commit_ack(store)
+    with pytest.raises(RetryableStoreError, match="may or may not have been committed"):
+        store.set_search_status(search.id, SearchStatus.FINISHED)

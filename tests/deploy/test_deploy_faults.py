@@ -100,7 +100,7 @@ def wait_finished(client: httpx.Client, sid: int, timeout_s: float) -> dict[str,
         if r.status_code != 200:  # 503 while its database restarts
             return None
         s: dict[str, Any] = r.json()
-        assert s["status"] not in ("failed", "cancelled"), s
+        assert s["status"] not in ("failed", "cancelled"), f"search {sid} {s['status']}: {s.get('error')}"
         return s if s["status"] == "finished" else None
 
     result: dict[str, Any] = wait_for(done, timeout_s, f"search {sid} to finish", poll_s=0.5)
