@@ -243,7 +243,8 @@ def test_a_bad_config_names_the_field_and_touches_no_database(tmp_path: Path) ->
 
 def test_ctrl_c_stops_without_a_traceback_and_the_search_resumes(tmp_path: Path) -> None:
     config = tmp_path / "search.json"
-    steps = {"steps": 150, "batch_size": 32, "backbone_kwargs": {"widths": [8, 16], "blocks": [1, 1]}}
+    # long enough (seconds per candidate) that the poll below sees the first one training
+    steps = {"steps": 1500, "batch_size": 32, "backbone_kwargs": {"widths": [8, 16], "blocks": [1, 1]}}
     config.write_text(json.dumps(tiny_config(budget=2, cost_objective=False,
                                              tasks=[{"backbone": "resnet", "task": "digits", **steps}])))
     db = tmp_path / "search.db"
