@@ -243,8 +243,8 @@ def test_a_bad_config_names_the_field_and_touches_no_database(tmp_path: Path) ->
 
 def test_ctrl_c_stops_without_a_traceback_and_the_search_resumes(tmp_path: Path) -> None:
     config = tmp_path / "search.json"
-    # long enough (seconds per candidate) that the poll below sees the first one training
-    steps = {"steps": 1500, "batch_size": 32, "backbone_kwargs": {"widths": [8, 16], "blocks": [1, 1]}}
+    # long enough (a couple of seconds per candidate) that the poll below sees the first one training
+    steps = {"steps": 500, "batch_size": 32, "backbone_kwargs": {"widths": [8, 16], "blocks": [1, 1]}}
     config.write_text(json.dumps(tiny_config(budget=2, cost_objective=False,
                                              tasks=[{"backbone": "resnet", "task": "digits", **steps}])))
     db = tmp_path / "search.db"
@@ -252,7 +252,10 @@ def test_ctrl_c_stops_without_a_traceback_and_the_search_resumes(tmp_path: Path)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from evonorm_search.cli import main; main()", "run", "--config", str(config),
          "--executor", "inprocess", "--db", str(db)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A shell's background job (`make test &`) ignores SIGINT, and Python keeps an inherited
+        # SIG_IGN: give the child the default, as a terminal would.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (db.exists() and _evaluating(db)):  # the seed is training
