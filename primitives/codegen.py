@@ -201,6 +201,12 @@ def {name}(x: Tensor{_eps_arg(stat)}) -> Tensor:
 _FUSED_AXES = {"nchw": (Axes.BATCH, Axes.GROUP, Axes.LAYER, Axes.INSTANCE),
                "tokens": (Axes.GROUP, Axes.LAYER)}
 
+def _takes_channel_affine(layout: str, axes: Axes) -> bool:
+    """Whether the kernel for these axes takes a per-channel weight and bias (on tokens, group
+    statistics are a layer_norm over each group, whose affine is per slot of a group)."""
+    return (layout, axes) != ("tokens", Axes.GROUP)
+
+
 _STANDARDIZE_GROUP_TOKENS = '''
 def standardize_group(x: Tensor, groups: int, eps: float) -> Tensor:
     # (x - mean_group(x)) / std_group(x), in one fused kernel
@@ -271,7 +277,7 @@ def _standardizations(g: Graph, uses: Counter[int], layout: str) -> dict[int, _S
                 or g.node(mean).inputs[0] != source:
             continue
         root, weight, bias = i, None, None
-        if (layout, std_op.axes) != ("tokens", Axes.GROUP):  # its kernel's affine is per group slot
+        if _takes_channel_affine(layout, std_op.axes):
             root, weight, bias = _affine_around(g, uses, i)
             if layout == "nchw" and std_op.axes is not Axes.BATCH and weight is None:
                 # F.group_norm with a bias but no weight fails in backward (torch 2.13)
@@ -456,7 +462,7 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     epilogue = [f"        return y * self.weight{channel} + self.bias{channel}"]
     last = plan.fused.get(g.output)
     if last is not None and (last.weight, last.bias) == (None, None) \
-            and (layout, last.axes) != ("tokens", Axes.GROUP):
+            and _takes_channel_affine(layout, last.axes):
         # the layer is a bare standardization: its output affine is the kernel's (LayerNorm)
         body.append(f"        return {em.standardize(last, 'self.weight', 'self.bias')}")
         epilogue = []
