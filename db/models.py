@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Float,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 # Deterministic constraint names: migrations can refer to them, and they
@@ -157,6 +159,12 @@ class Candidate(Base):
     reused_from: Mapped[int | None] = mapped_column(BigId, ForeignKey("candidates.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The promotion funnel (migration 0004): the highest rung finished, the objectives as
+    # estimates at that rung ([{"mean", "stderr", "n"}] in objective order), and whether the
+    # top rung (with its held-out tasks) is done.
+    rung: Mapped[int | None] = mapped_column(Integer)
+    estimates: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Evaluation(Base):
@@ -171,6 +179,10 @@ class Evaluation(Base):
     wall_s: Mapped[float | None] = mapped_column(Float)
     worker: Mapped[str | None] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # One training run of the funnel (migration 0004): its rung, seed and step count.
+    rung: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    steps: Mapped[int | None] = mapped_column(Integer)
 
 
 class Event(Base):

@@ -82,6 +82,28 @@ class EventKind(StrEnum):
     CANDIDATES_ADDED = "candidates_added"  # payload: ids (inserted), skipped (duplicates)
     CANDIDATE_FINISHED = "candidate_finished"  # payload: status, objectives, stage, reused_from
     RERANK_ADDED = "rerank_added"  # payload: ids
+    CANDIDATE_PROMOTED = "candidate_promoted"  # payload: rung, objectives, verified
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """One objective of a candidate as an estimate over the seeds it ran at.
+
+    `stderr` is the standard error of the mean (sample standard deviation /
+    sqrt(n)); None when n < 2, where no spread can be estimated.
+    """
+
+    mean: float
+    stderr: float | None
+    n: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "stderr": self.stderr, "n": self.n}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Estimate:
+        stderr = d.get("stderr")
+        return cls(float(d["mean"]), None if stderr is None else float(stderr), int(d["n"]))
 
 
 # -- records (out) --------------------------------------------------------
@@ -123,6 +145,9 @@ class CandidateRecord:
     reused_from: int | None  # candidate whose result was reused (functional duplicate)
     created_at: datetime
     updated_at: datetime
+    rung: int | None = None  # the highest funnel rung finished (None: none yet)
+    estimates: tuple[Estimate, ...] | None = None  # the objectives as estimates at that rung
+    verified: bool = False  # the top rung, held-out tasks included, is done
 
     @property
     def finished(self) -> bool:
@@ -139,6 +164,9 @@ class EvaluationRecord:
     wall_s: float | None
     worker: str | None
     created_at: datetime
+    rung: int | None = None  # the funnel rung the run was made for
+    seed: int | None = None  # its seed (initialization and data order)
+    steps: int | None = None  # its optimizer steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +214,9 @@ class NewEvaluation:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     wall_s: float | None = None
     worker: str | None = None
+    rung: int | None = None
+    seed: int | None = None
+    steps: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +237,14 @@ class CandidateOutcome:
     evaluations: Sequence[NewEvaluation] = ()
     reused_from: int | None = None
     fingerprint: str | None = None
+    rung: int | None = None
+    estimates: Sequence[Estimate] | None = None
+    verified: bool = False
 
     def __post_init__(self) -> None:
+        _check_estimates(f"candidate {self.candidate_id}", self.objectives, self.estimates)
+        if self.estimates is not None:
+            object.__setattr__(self, "estimates", tuple(self.estimates))
         status = CandidateStatus(self.status)
         object.__setattr__(self, "status", status)
         where = f"candidate {self.candidate_id}"
@@ -225,6 +262,43 @@ class CandidateOutcome:
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f"{where}: objectives must be finite, got {list(values)}")
             object.__setattr__(self, "objectives", values)
+
+
+@dataclass(frozen=True, slots=True)
+class RungOutcome:
+    """A candidate's result at a higher funnel rung, written by `Store.record_rung`.
+
+    The candidate stays evaluated; its objectives, estimates, rung and
+    verified flag are replaced, and the rung's new runs are added.
+    """
+
+    candidate_id: int
+    rung: int
+    objectives: Sequence[float]
+    estimates: Sequence[Estimate]
+    evaluations: Sequence[NewEvaluation] = ()
+    verified: bool = False
+
+    def __post_init__(self) -> None:
+        values = tuple(float(v) for v in self.objectives)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"candidate {self.candidate_id}: objectives must be finite, got {list(values)}")
+        object.__setattr__(self, "objectives", values)
+        _check_estimates(f"candidate {self.candidate_id}", values, self.estimates)
+        object.__setattr__(self, "estimates", tuple(self.estimates))
+        if self.rung < 0:
+            raise ValueError(f"candidate {self.candidate_id}: rung must be >= 0, got {self.rung}")
+
+
+def _check_estimates(where: str, objectives: Sequence[float] | None,
+                     estimates: Sequence[Estimate] | None) -> None:
+    if estimates is None:
+        return
+    if objectives is None or len(estimates) != len(objectives):
+        raise ValueError(f"{where}: one estimate per objective is needed")
+    for e in estimates:
+        if not math.isfinite(e.mean) or (e.stderr is not None and not math.isfinite(e.stderr)) or e.n < 1:
+            raise ValueError(f"{where}: estimates need a finite mean and stderr and n >= 1, got {e}")
 
 
 @dataclass(frozen=True, slots=True)

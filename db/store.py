@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, Row, Table, bindparam, func, insert, select, update
@@ -42,6 +43,7 @@ from db.records import (
     CandidateOutcome,
     CandidateRecord,
     CandidateStatus,
+    Estimate,
     EvaluationRecord,
     EventKind,
     EventRecord,
@@ -49,6 +51,7 @@ from db.records import (
     NewEvaluation,
     NewRerankResult,
     RerankRecord,
+    RungOutcome,
     SearchRecord,
     SearchStatus,
 )
@@ -87,6 +90,9 @@ _FINISH_CANDIDATE = (
         reused_from=bindparam("b_reused_from"),
         fingerprint=bindparam("b_fingerprint"),
         updated_at=bindparam("b_updated_at"),
+        rung=bindparam("b_rung"),
+        estimates=bindparam("b_estimates"),
+        verified=bindparam("b_verified"),
     )
 )
 
@@ -676,6 +682,9 @@ class Store:
                     reused_from=o.reused_from,
                     fingerprint=current.fingerprint if o.fingerprint is None else o.fingerprint,
                     updated_at=now,
+                    rung=o.rung,
+                    estimates=None if o.estimates is None else tuple(o.estimates),
+                    verified=o.verified,
                 )
                 stored[o.candidate_id] = done
                 objectives = None if done.objectives is None else list(done.objectives)
@@ -689,20 +698,12 @@ class Store:
                         "b_reused_from": done.reused_from,
                         "b_fingerprint": done.fingerprint,
                         "b_updated_at": now,
+                        "b_rung": done.rung,
+                        "b_estimates": _estimates_json(done.estimates),
+                        "b_verified": done.verified,
                     }
                 )
-                evaluations.extend(
-                    {
-                        "candidate_id": done.id,
-                        "backbone": e.backbone,
-                        "task": e.task,
-                        "metrics": dict(e.metrics),
-                        "wall_s": e.wall_s,
-                        "worker": e.worker,
-                        "created_at": now,
-                    }
-                    for e in o.evaluations
-                )
+                evaluations.extend(_evaluation_row(done.id, e, now) for e in o.evaluations)
                 tallies.setdefault(done.search_id, Counter())[done.status.value] += 1
                 events.append(
                     {
@@ -714,6 +715,9 @@ class Store:
                             "objectives": objectives,
                             "rejection_stage": done.rejection_stage,
                             "reused_from": done.reused_from,
+                            "rung": done.rung,
+                            "estimates": _estimates_json(done.estimates),
+                            "verified": done.verified,
                         },
                     }
                 )
@@ -735,6 +739,50 @@ class Store:
             return [stored[o.candidate_id] for o in outcomes]
 
         return self._run("finish_candidates", fn, write=True, idempotent=True)
+
+    def record_rung(self, outcome: RungOutcome) -> CandidateRecord:
+        """Record an evaluated candidate's result at a higher funnel rung, in ONE transaction:
+        its new runs, its objectives and estimates at that rung, and an event.
+
+        Idempotent: an outcome for a rung the candidate has already reached (a
+        repeat after a RetryableStoreError, say) changes nothing and adds no
+        runs. Only an evaluated original climbs; anything else raises
+        StoreError and nothing is written.
+        """
+
+        def fn(s: Session) -> CandidateRecord:
+            stmt = select(_candidates).where(_candidates.c.id == outcome.candidate_id).with_for_update()
+            row = s.execute(stmt).first()
+            if row is None:
+                raise NotFoundError(f"no candidate with id {outcome.candidate_id}")
+            current = _candidate_record(row)
+            if current.status is not CandidateStatus.EVALUATED or current.reused_from is not None:
+                raise StoreError(f"record_rung: candidate {current.id} is {current.status.value}"
+                                      f"{' (a duplicate)' if current.reused_from else ''}: only an "
+                                      "evaluated original climbs the funnel")
+            if current.rung is not None and current.rung >= outcome.rung:
+                return current
+            now = utcnow()
+            done = replace(current, objectives=tuple(outcome.objectives), rung=outcome.rung,
+                           estimates=tuple(outcome.estimates), verified=outcome.verified, updated_at=now)
+            s.execute(
+                update(_candidates)
+                .where(_candidates.c.id == done.id)
+                .values(objectives=list(outcome.objectives), rung=done.rung,
+                        estimates=_estimates_json(done.estimates), verified=done.verified, updated_at=now)
+            )
+            if outcome.evaluations:
+                s.execute(insert(_evaluations), [_evaluation_row(done.id, e, now) for e in outcome.evaluations])
+            self._append_events(s, [{
+                "kind": EventKind.CANDIDATE_PROMOTED.value,
+                "search_id": done.search_id,
+                "candidate_id": done.id,
+                "payload": {"rung": done.rung, "objectives": list(outcome.objectives),
+                            "estimates": _estimates_json(done.estimates), "verified": done.verified},
+            }])
+            return done
+
+        return self._run("record_rung", fn, write=True, idempotent=True)
 
     # -- candidates: reads -------------------------------------------------
 
@@ -1118,6 +1166,9 @@ def _candidate_record(r: Row[Any]) -> CandidateRecord:
         reused_from=r.reused_from,
         created_at=r.created_at,
         updated_at=r.updated_at,
+        rung=r.rung,
+        estimates=None if r.estimates is None else tuple(Estimate.from_json(e) for e in r.estimates),
+        verified=bool(r.verified),
     )
 
 
@@ -1131,7 +1182,20 @@ def _evaluation_record(r: Row[Any]) -> EvaluationRecord:
         wall_s=r.wall_s,
         worker=r.worker,
         created_at=r.created_at,
+        rung=r.rung,
+        seed=r.seed,
+        steps=r.steps,
     )
+
+
+def _evaluation_row(candidate_id: int, e: NewEvaluation, now: datetime) -> dict[str, Any]:
+    return {"candidate_id": candidate_id, "backbone": e.backbone, "task": e.task, "metrics": dict(e.metrics),
+            "wall_s": e.wall_s, "worker": e.worker, "created_at": now, "rung": e.rung, "seed": e.seed,
+            "steps": e.steps}
+
+
+def _estimates_json(estimates: Sequence[Estimate] | None) -> list[dict[str, Any]] | None:
+    return None if estimates is None else [e.to_json() for e in estimates]
 
 
 def _event_record(r: Row[Any]) -> EventRecord:
