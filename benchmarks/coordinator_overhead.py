@@ -23,8 +23,9 @@ from db import Store
 from evonorm_search.config import load_config
 from evonorm_search.runner import SearchRunner
 from primitives import Graph, structural_hash
-from workers.evaluation import EvalSpec, EvaluationResult, Screening, TaskScore
+from workers.evaluation import EvalSpec, Screening
 from workers.executors import InProcessExecutor
+from workers.funnel import RungResult, RungSpec, RunScore, planned_runs
 
 RESULTS = Path(__file__).parent / "results" / "coordinator_overhead.json"
 
@@ -33,11 +34,13 @@ def zero_screen(graph: str, spec: EvalSpec) -> Screening:
     return Screening(structural_hash(Graph.loads(graph)), None, ())
 
 
-def zero_evaluate(graph: str, spec: EvalSpec, cache: Any, screening: Screening) -> EvaluationResult:
-    h = int((screening.fingerprint or "0")[:8], 16) / 16**8
-    scores = tuple(TaskScore(t.objective, t.backbone, t.task, (h * (i + 1)) % 1, 1.0, 1, 1.0, 0.0, 1)
-                   for i, t in enumerate(spec.tasks))
-    return EvaluationResult("evaluated", screening.fingerprint, scores, worker="bench")
+def zero_evaluate(graph: str, spec: EvalSpec, rung: RungSpec, screening: Screening | None,
+                  done: Any) -> RungResult:
+    h = int(structural_hash(Graph.loads(graph))[:8], 16) / 16**8
+    runs = tuple(RunScore(t.objective, t.backbone, t.task, seed, steps, (h * (i + 1)) % 1, 1.0, False, None,
+                          0.0, 1.0, 1, heldout)
+                 for i, (t, steps, seed, heldout) in enumerate(planned_runs(spec, rung)))
+    return RungResult(rung.index, runs, worker="bench")
 
 
 def run_once(url: str, budget: int, in_flight: int) -> dict[str, float]:
@@ -45,7 +48,7 @@ def run_once(url: str, budget: int, in_flight: int) -> dict[str, float]:
     cfg = load_config("quick", {"budget": budget, "in_flight": in_flight, "population_size": 100,
                                 "tournament_size": 10, "seed_with_zoo": []})
     sid = store.create_search("bench", cfg.model_dump(mode="json"), seed=0).id
-    runner = SearchRunner(store, sid, InProcessExecutor(), screen_fn=zero_screen, evaluate_fn=zero_evaluate)
+    runner = SearchRunner(store, sid, InProcessExecutor(), screen_fn=zero_screen, rung_fn=zero_evaluate)
     start = time.perf_counter()
     result = runner.run()
     elapsed = time.perf_counter() - start

@@ -141,6 +141,8 @@ class Candidate(Base):
         Index(None, "search_id", "updated_at", "id"),
         Index(None, "structural_hash"),
         Index(None, "fingerprint"),
+        # A candidate's functional duplicates, updated with it as it climbs the funnel (migration 0004).
+        Index(None, "reused_from"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -771,6 +771,13 @@ class Store:
                 .values(objectives=list(outcome.objectives), rung=done.rung,
                         estimates=_estimates_json(done.estimates), verified=done.verified, updated_at=now)
             )
+            # Functional duplicates show their original's result: they move with it.
+            s.execute(
+                update(_candidates)
+                .where(_candidates.c.reused_from == done.id)
+                .values(objectives=list(outcome.objectives), rung=done.rung,
+                        estimates=_estimates_json(done.estimates), verified=done.verified)
+            )
             if outcome.evaluations:
                 s.execute(insert(_evaluations), [_evaluation_row(done.id, e, now) for e in outcome.evaluations])
             self._append_events(s, [{
@@ -794,6 +801,19 @@ class Store:
             return _candidate_record(row)
 
         return self._run("get_candidate", fn, write=False)
+
+    def get_candidates(self, candidate_ids: Iterable[int]) -> list[CandidateRecord]:
+        """Candidates by id, in id order; unknown ids are left out."""
+        ids = sorted(set(candidate_ids))
+
+        def fn(s: Session) -> list[CandidateRecord]:
+            out: list[CandidateRecord] = []
+            for chunk in _chunks(ids):
+                stmt = select(_candidates).where(_candidates.c.id.in_(chunk)).order_by(_candidates.c.id)
+                out += [_candidate_record(r) for r in s.execute(stmt)]
+            return out
+
+        return self._run("get_candidates", fn, write=False)
 
     def list_candidates(
         self,

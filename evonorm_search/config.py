@@ -68,6 +68,24 @@ class RejectionConfig(_Strict):
         description="Minimum short-training accuracy as the fraction of the way from chance to 100%")
 
 
+class RungConfig(_Strict):
+    """One rung of the promotion funnel (`evonorm_search.funnel`)."""
+
+    steps_frac: float = Field(gt=0, le=1, description="Fraction of each task's training steps")
+    seeds: int = Field(1, ge=1, le=100, description="Seeds per task; every candidate at the rung runs at "
+                                                     "the same ones (paired)")
+    promote: float = Field(1 / 3, gt=0, le=1, description="Fraction of the rung's finishers that climb to "
+                                                          "the next rung (ignored at the top)")
+
+
+def _default_rungs() -> list[RungConfig]:
+    # A short single-seed screen (and the quality check), then the full schedule at 2 seeds for the
+    # top third, then 3 seeds plus the held-out tasks for the best of those.
+    return [RungConfig(steps_frac=1 / 3, seeds=1, promote=1 / 3),
+            RungConfig(steps_frac=1, seeds=2, promote=1 / 2),
+            RungConfig(steps_frac=1, seeds=3)]
+
+
 class SearchConfig(_Strict):
     name: str = Field("search", min_length=1, max_length=200)
     strategy: Literal["evolution", "random"] = "evolution"
@@ -81,6 +99,15 @@ class SearchConfig(_Strict):
         TaskConfig(backbone="transformer", task="pydoc_chars"),
     ])
     rejection: RejectionConfig = Field(default_factory=RejectionConfig)
+    rungs: list[RungConfig] = Field(default_factory=_default_rungs, min_length=1, max_length=8,
+                                    description="The promotion funnel, lowest rung first")
+    heldout_tasks: list[TaskConfig] = Field(
+        default_factory=list, max_length=8,
+        description="Trained at the top rung only, never selected on: a verified layer has run them")
+    baselines: list[str] | None = Field(
+        None, max_length=16, description="Zoo layers trained at every rung at the same seeds, to compare "
+                                         "against (default: BN-ReLU; GN-ReLU and EvoNorm-S0 too in a "
+                                         "batch-independent search)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     batch_independent: bool = Field(False, description="Exclude batch statistics (the S-series search)")
     seed_with_zoo: list[str] = Field(default_factory=list, max_length=64,
@@ -105,6 +132,32 @@ class SearchConfig(_Strict):
             if ZOO[n].graph is None:
                 raise ValueError(f"zoo layer {n!r} is outside the search space and cannot seed it")
         return names
+
+    @field_validator("baselines")
+    @classmethod
+    def _baseline_names(cls, names: list[str] | None) -> list[str] | None:
+        for n in names or ():
+            if n not in ZOO or ZOO[n].graph is None:
+                raise ValueError(f"unknown baseline {n!r}: a zoo layer in the search space is needed; "
+                                 f"known: {', '.join(k for k, v in ZOO.items() if v.graph is not None)}")
+        return names
+
+    @model_validator(mode="after")
+    def _funnel(self) -> Self:
+        for i, (lo, hi) in enumerate(zip(self.rungs, self.rungs[1:], strict=False)):
+            if hi.steps_frac < lo.steps_frac or hi.seeds < lo.seeds:
+                raise ValueError(f"rungs[{i + 1}] must not have fewer steps or seeds than rungs[{i}]")
+        clash = {f"{t.backbone}:{t.task}" for t in self.heldout_tasks} & set(self.objectives)
+        if clash:
+            raise ValueError(f"heldout_tasks {sorted(clash)} are objectives of the search: a held-out task "
+                             "is one the search never selects on")
+        return self
+
+    @property
+    def baseline_names(self) -> list[str]:
+        if self.baselines is not None:
+            return list(self.baselines)
+        return ["bn_relu"] + (["gn_relu", "evonorm_s0"] if self.batch_independent else [])
 
     @model_validator(mode="after")
     def _sizes(self) -> Self:
@@ -131,6 +184,7 @@ class SearchConfig(_Strict):
         r = self.rejection
         return EvalSpec(
             tasks=tuple(t.proxy_task(self.data_root) for t in self.tasks), seed=self.seed, eps=self.eps,
+            heldout_tasks=tuple(t.proxy_task(self.data_root) for t in self.heldout_tasks),
             groups=self.groups, token_groups=self.token_groups,
             numeric=r.numeric, stability=r.stability, stability_steps=r.stability_steps,
             stability_threshold=r.stability_threshold, quality=r.quality, quality_steps=r.quality_steps,
@@ -174,4 +228,4 @@ def load_config(preset: str | None = None, overrides: dict[str, Any] | None = No
     return SearchConfig.model_validate(data)
 
 
-__all__ = ["BACKBONES", "PRESETS", "RejectionConfig", "SearchConfig", "TaskConfig", "load_config"]
+__all__ = ["BACKBONES", "PRESETS", "RejectionConfig", "RungConfig", "SearchConfig", "TaskConfig", "load_config"]

@@ -25,7 +25,7 @@ Executors: `settings.executor == "ray"` gives every runner its own
 `RayExecutor` on one shared Ray connection (the coordinator calls
 `ray.init` once, so no runner's executor owns Ray and shuts it down for the
 others); `"inprocess"` runs jobs in the runner's thread (tests, debugging).
-Tests inject a fast evaluation through `runner_kwargs={"evaluate_fn": ...}`.
+Tests inject a fast evaluation through `runner_kwargs={"rung_fn": ...}`.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Coordinator:
 
     `executor_factory(config)` builds one executor per runner (default: from
     `executor` / `ray_address`); `runner_kwargs` go to every `SearchRunner`
-    (`evaluate_fn`, `screen_fn`, `status_poll_s`). `max_running` searches run at
+    (`rung_fn`, `screen_fn`, `status_poll_s`). `max_running` searches run at
     once, the others wait queued (0: none runs, searches only queue). Runners
     ride out a database outage of up to `reconnect_s` (see `Store.with_reconnect`).
     """

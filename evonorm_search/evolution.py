@@ -64,6 +64,9 @@ class RandomSearch:
     def tell(self, individual: Individual) -> None:
         pass
 
+    def revise(self, individual: Individual) -> None:
+        """A member's objectives were re-estimated (it climbed a funnel rung)."""
+
 
 class AgingEvolution(RandomSearch):
     def __init__(self, *, population_size: int, tournament_size: int, maximise: Sequence[bool],
@@ -80,6 +83,13 @@ class AgingEvolution(RandomSearch):
     def tell(self, individual: Individual) -> None:
         """An evaluated candidate joins; the oldest leaves once the population is full."""
         self.population.append(individual)
+
+    def revise(self, individual: Individual) -> None:
+        """Replace the member's objectives in place (its age is unchanged); gone members stay gone."""
+        for i, member in enumerate(self.population):
+            if member.candidate_id == individual.candidate_id:
+                self.population[i] = individual
+                return
 
     def select(self, rng: random.Random) -> Individual:
         sample = rng.sample(list(self.population), min(self.tournament_size, len(self.population)))

@@ -4,13 +4,24 @@ It keeps up to `in_flight` jobs on the executor, writes every candidate and
 result to the store as it happens, and obeys pause / resume / cancel set on
 the search's status (by the API or the CLI) between jobs.
 
-A candidate goes through two jobs (see `workers.evaluation`):
+A candidate goes through a screen job and then the promotion funnel
+(`workers.evaluation.screen`, `workers.funnel.train_rung`,
+`evonorm_search.funnel`):
 
     propose -> add (structural duplicates skipped) -> screen job
         rejected            -> finished rejected
         fingerprint known   -> finished as a duplicate of that result
         fingerprint running -> parked until that evaluation ends
-        else                -> evaluate job -> finished evaluated / rejected
+        else                -> rung 0 job (stability, short runs, quality)
+                               -> finished evaluated (estimates at rung 0) / rejected
+    evaluated -> climbs rung by rung while it ranks in the rung's top fraction
+                 (ASHA, asynchronous), its estimates replaced at each; the top
+                 rung's held-out runs make it verified
+
+The search's baselines (BN-ReLU; GN-ReLU and EvoNorm-S0 in a
+batch-independent search) are candidates too, added first and sent up every
+rung, so each rung has them at the same seeds. A baseline that is not one of
+the search's zoo seeds never joins the population: it is measured, not bred.
 
 Only real results enter the fingerprint cache: a rejection at the `worker`
 stage (timeout, out of memory, a dead worker) says nothing about the layer, so
@@ -24,8 +35,11 @@ and renews it while it runs; a second runner for the same search is refused.
 Crash safety: everything the runner knows is in the store. A restarted
 runner moves `evaluating` candidates back to `pending`, rebuilds the
 population and the fingerprint cache from finished candidates (by the same
-rule: worker-stage rejections stay out of it), resubmits the
-pending ones and continues the proposal sequence where it stopped.
+rule: worker-stage rejections stay out of it), and the funnel from the stored
+runs (rung, seed, steps per run); it resubmits the pending ones, recomputes
+who is due to climb (a climb in flight at the crash is simply due again: its
+runs were not recorded, since a rung's runs are written together when its
+job ends) and continues the proposal sequence where it stopped.
 """
 
 from __future__ import annotations
@@ -44,16 +58,19 @@ from db.records import (
     CandidateStatus,
     NewCandidate,
     NewEvaluation,
+    RungOutcome,
     SearchRecord,
     SearchStatus,
 )
 from evonorm_search.config import SearchConfig
 from evonorm_search.evolution import AgingEvolution, Individual, Proposal, RandomSearch
+from evonorm_search.funnel import Funnel
 from evonorm_search.lease import Lease, LeaseLost
 from primitives import Graph, structural_hash
 from primitives.zoo import ZOO
-from workers.evaluation import EvalSpec, EvaluationResult, Screening, evaluate, screen
+from workers.evaluation import EvalSpec, Screening, screen
 from workers.executors import Executor, JobFailure
+from workers.funnel import RungResult, train_rung
 from workers.rejection import Stage
 
 log = logging.getLogger(__name__)
@@ -75,6 +92,9 @@ class Progress:
     in_flight: int = 0
     by_stage: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     best: tuple[float, ...] | None = None   # the best mean over the maximised objectives (the cost is not)
+    rungs: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # rung -> candidates there now
+    verified: int = 0
+    doing: str = ""                          # the newest job started, for a progress line
 
     @property
     def finished(self) -> int:
@@ -83,22 +103,23 @@ class Progress:
 
 @dataclass
 class _Job:
-    kind: str                      # "screen" | "evaluate"
+    kind: str                      # "screen" | "rung"
     candidate: CandidateRecord
     screening: Screening | None = None
+    rung: int = 0
 
 
 class SearchRunner:
     def __init__(self, store: Store, search_id: int, executor: Executor, *,
                  screen_fn: Callable[..., Screening] = screen,
-                 evaluate_fn: Callable[..., EvaluationResult] = evaluate,
+                 rung_fn: Callable[..., RungResult] = train_rung,
                  on_progress: Callable[[Progress], None] | None = None,
                  status_poll_s: float = 0.25) -> None:
         self.store = store
         self.search_id = search_id
         self.executor = executor
         self.screen_fn = screen_fn
-        self.evaluate_fn = evaluate_fn
+        self.rung_fn = rung_fn
         self.on_progress = on_progress
         self.status_poll_s = status_poll_s
 
@@ -117,6 +138,16 @@ class SearchRunner:
             self.strategy = RandomSearch(seed=self.config.seed, batch_independent=self.config.batch_independent,
                                          seeds=[(n, g) for n, g in seeds if g is not None])
         self.progress = Progress(budget=self.config.budget)
+        self.funnel = Funnel(self.spec, [(r.steps_frac, r.seeds, r.promote) for r in self.config.rungs],
+                             self.config.seed, self.maximise)
+        self._baseline_hashes = {structural_hash(g): n for n in self.config.baseline_names
+                                 if (g := ZOO[n].graph) is not None}
+        self._baselines: set[int] = set()                   # candidate ids of the baselines
+        self._baseline_rows = 0                             # baselines added beside the proposals
+        self._rung_of: dict[int, int] = {}                  # evaluated original -> highest rung finished
+        self._climbing: set[int] = set()                    # a climb in flight or queued
+        self._stuck: set[int] = set()                       # a climb failed (worker, error): stays put
+        self._climbs: list[tuple[CandidateRecord, int]] = []  # due to climb, not yet submitted
         self._jobs: dict[int, _Job] = {}
         self._training: dict[str, CandidateRecord] = {}      # fingerprint -> candidate being evaluated
         self._parked: dict[str, list[tuple[CandidateRecord, Screening]]] = defaultdict(list)
@@ -132,18 +163,41 @@ class SearchRunner:
     def _recover(self) -> None:
         """Rebuild everything from the store (a fresh start is the empty case)."""
         self.store.reset_evaluating(self.search_id)
+        self._add_baselines()
         finished = self.store.candidates_by_status(
             self.search_id, [CandidateStatus.EVALUATED, CandidateStatus.REJECTED])
+        originals = [c.id for c in finished if c.status is CandidateStatus.EVALUATED and c.reused_from is None]
+        for cid, evals in self.store.evaluations_for_candidates(originals).items():
+            self.funnel.add(cid, [((f"{e.backbone}:{e.task}", e.steps, e.seed), float(e.metrics["accuracy"]))
+                                  for e in evals if e.rung is not None and e.steps is not None
+                                  and e.seed is not None])
         # Population order is finish order: the aging population keeps the newest.
         for c in sorted(finished, key=lambda c: (c.updated_at, c.id)):
             self._account(c)
         self._pending = sorted(self.store.candidates_by_status(self.search_id, [CandidateStatus.PENDING]),
                                key=lambda c: c.id)
         search = self.store.get_search(self.search_id)
-        self.progress.created = search.num_candidates
-        self._proposals = search.num_candidates
+        self.progress.created = search.num_candidates - self._baseline_rows
+        self._proposals = search.num_candidates - self._baseline_rows
         for c in self._pending:
             self._generation[c.id] = c.generation
+            self._note_baseline(c)
+        self._queue_climbs()
+
+    def _add_baselines(self) -> None:
+        """The baselines that are not zoo seeds (those come as proposals), added once, first."""
+        seeded = {structural_hash(g) for n in self.config.seed_with_zoo if (g := ZOO[n].graph) is not None}
+        news = [NewCandidate(graph=g.dumps(), structural_hash=h, mutation=f"baseline:{name}")
+                for h, name in self._baseline_hashes.items() if h not in seeded
+                for g in [ZOO[name].graph] if g is not None]
+        self.store.add_candidates(self.search_id, news)
+        found = self.store.find_by_hashes(self.search_id, list(self._baseline_hashes))
+        self._baselines = {c.id for c in found.values()}
+        self._baseline_rows = sum((c.mutation or "").startswith("baseline:") for c in found.values())
+
+    def _note_baseline(self, c: CandidateRecord) -> None:
+        if c.structural_hash in self._baseline_hashes:
+            self._baselines.add(c.id)
 
     def _account(self, c: CandidateRecord) -> None:
         """Count a finished candidate and let it into the population and the cache."""
@@ -152,13 +206,18 @@ class SearchRunner:
             self.progress.duplicates += 1
         elif c.fingerprint and _cacheable(c):
             self._known.setdefault(c.fingerprint, c)
+        self._note_baseline(c)
         if c.status is CandidateStatus.EVALUATED and c.objectives is not None:
             self.progress.evaluated += 1
-            self.strategy.tell(Individual(c.id, Graph.loads(c.graph), tuple(c.objectives)))
-            best = self.progress.best
-            score = _maximised_mean(c.objectives, self.maximise)
-            if best is None or score > _maximised_mean(best, self.maximise):
-                self.progress.best = tuple(c.objectives)
+            if c.reused_from is None and c.rung is not None:
+                self._rung_of[c.id] = c.rung
+                self.progress.rungs[c.rung] += 1
+                self.progress.verified += c.verified
+                if self.spec.measure_cost:
+                    self.funnel.cost[c.id] = c.objectives[-1]
+            if self._breeds(c):
+                self.strategy.tell(Individual(c.id, Graph.loads(c.graph), tuple(c.objectives)))
+            self._note_best(c.objectives)
         else:
             self.progress.rejected += 1
             self.progress.by_stage[c.rejection_stage or "?"] += 1
@@ -195,7 +254,11 @@ class SearchRunner:
                 if self._status is SearchStatus.RUNNING:
                     self._fill()
                 if not self._jobs:
-                    if self._status is not SearchStatus.RUNNING or self._done_proposing():
+                    if self._status is not SearchStatus.RUNNING:
+                        break
+                    # The end of the stream: a small rung's quota may round to 0, so the final
+                    # pass lets each rung's best climb (and again, until nobody is due).
+                    if self._done_proposing() and not self._climbs and not self._queue_climbs(final=True):
                         break
                     continue
                 self._collect(self.executor.wait(timeout_s=self.status_poll_s))
@@ -223,14 +286,43 @@ class SearchRunner:
             self._last_status_check = now
             self._status = self.store.get_search(self.search_id).status
 
+    def _note_best(self, objectives: tuple[float, ...]) -> None:
+        """The best estimate shown so far (any rung's), by mean accuracy."""
+        best = self.progress.best
+        if best is None or _maximised_mean(objectives, self.maximise) > _maximised_mean(best, self.maximise):
+            self.progress.best = tuple(objectives)
+
+    def _breeds(self, c: CandidateRecord) -> bool:
+        """Whether a candidate may be a parent: not a baseline added beside the proposals."""
+        return not (c.mutation or "").startswith("baseline:")
+
     def _done_proposing(self) -> bool:
         return self.progress.created >= self.config.budget and not self._pending and not self._parked
+
+    def _queue_climbs(self, final: bool = False) -> bool:
+        """Queue every candidate due to climb a rung now; whether any was."""
+        due = self.funnel.promotions(self._rung_of, baselines=self._baselines,
+                                     busy=self._climbing | self._stuck, final=final)
+        if not due:
+            return False
+        records = {c.id: c for c in self.store.get_candidates([cid for cid, _ in due])}
+        for cid, rung in due:
+            self._climbing.add(cid)
+            self._climbs.append((records[cid], rung))
+        # Baselines first (every rung needs them to compare against), then the higher rungs.
+        self._climbs.sort(key=lambda cr: (cr[0].id not in self._baselines, -cr[1], cr[0].id))
+        return True
 
     def _fill(self) -> None:
         """Top the executor up to `in_flight` jobs: pending candidates first, then new proposals."""
         # Never more jobs than the executor runs at once: a job's deadline starts at submission.
         free = min(self.config.in_flight, self.executor.slots) - len(self._jobs)
+        while free > 0 and self._climbs:
+            c, rung = self._climbs.pop(0)
+            self._submit_rung(c, rung, None)
+            free -= 1
         if free <= 0:
+            self._report()
             return
         batch = self._pending[:free]
         del self._pending[:free]
@@ -258,6 +350,7 @@ class SearchRunner:
             added = self.store.add_candidates(self.search_id, news)
             for c in added:
                 self._generation[c.id] = c.generation
+                self._note_baseline(c)
             out += added
             self.progress.created += len(added)
             misses = 0 if added else misses + want
@@ -304,29 +397,82 @@ class SearchRunner:
     def _train(self, c: CandidateRecord, screening: Screening) -> None:
         assert screening.fingerprint is not None
         self._training[screening.fingerprint] = c
-        job_id = self.executor.submit(self.evaluate_fn, c.graph, self.spec, None, screening,
-                                      timeout_s=self.config.timeout_s)
-        self._jobs[job_id] = _Job("evaluate", c, screening)
+        self._submit_rung(c, 0, screening)
 
-    def _evaluated(self, job: _Job, outcome: EvaluationResult | JobFailure) -> list[CandidateOutcome]:
+    def _submit_rung(self, c: CandidateRecord, rung: int, screening: Screening | None) -> None:
+        # The time limit scales with the rung's share of a full evaluation (steps x seeds, held-out too).
+        job_id = self.executor.submit(self.rung_fn, c.graph, self.spec, self.funnel.rungs[rung], screening,
+                                      self.funnel.done(c.id), timeout_s=self._rung_timeout(rung))
+        self._jobs[job_id] = _Job("rung", c, screening, rung)
+        self.progress.doing = f"#{c.id} rung {rung}"
+
+    def _rung_timeout(self, rung: int) -> float | None:
+        if self.config.timeout_s is None:
+            return None
+        r = self.funnel.rungs[rung]
+        share = r.steps_frac * len(r.seeds) * (1 + (len(self.spec.heldout_tasks) / len(self.spec.tasks)
+                                                    if r.top else 0))
+        return self.config.timeout_s * max(1.0, share)
+
+    def _rung_runs(self, outcome: RungResult) -> list[NewEvaluation]:
+        return [NewEvaluation(backbone=r.backbone, task=r.task, metrics=r.metrics(), wall_s=r.wall_s,
+                              worker=outcome.worker, rung=outcome.rung, seed=r.seed, steps=r.steps)
+                for r in outcome.runs]
+
+    def _evaluated(self, job: _Job, outcome: RungResult | JobFailure) -> list[CandidateOutcome]:
         c = job.candidate
+        if job.rung > 0:
+            self._climbed(c, job.rung, outcome)
+            return []
         assert job.screening is not None and job.screening.fingerprint is not None
         fp = job.screening.fingerprint
         # `_training[fp]` stays until `_finish` has recorded the result: a screening of the same
         # fingerprint collected in this batch must park on it, not train it again.
         if isinstance(outcome, JobFailure):
-            result = _worker_failure(c, outcome, fp)
-        elif outcome.status == "evaluated":
-            evals = [NewEvaluation(backbone=s.backbone, task=s.task, metrics=s.metrics(), wall_s=s.wall_s,
-                                   worker=outcome.worker) for s in outcome.scores]
-            result = CandidateOutcome(c.id, CandidateStatus.EVALUATED, evaluations=evals, fingerprint=fp,
-                                      objectives=list(outcome.objectives or ()))
-        else:
-            rej = outcome.rejection
-            result = CandidateOutcome(c.id, CandidateStatus.REJECTED, fingerprint=fp,
-                                      rejection_stage=rej.stage if rej else Stage.WORKER,
-                                      rejection_reason=rej.reason if rej else "no reason given")
-        return [result]
+            return [_worker_failure(c, outcome, fp)]
+        if outcome.rejection:
+            return [CandidateOutcome(c.id, CandidateStatus.REJECTED, fingerprint=fp,
+                                     rejection_stage=outcome.rejection.stage,
+                                     rejection_reason=outcome.rejection.reason)]
+        self.funnel.add(c.id, [(r.key, r.accuracy) for r in outcome.runs])
+        if outcome.cost is not None:
+            self.funnel.cost[c.id] = outcome.cost
+        estimates = self.funnel.estimates(c.id, 0)
+        return [CandidateOutcome(c.id, CandidateStatus.EVALUATED, evaluations=self._rung_runs(outcome),
+                                 fingerprint=fp, objectives=[e.mean for e in estimates], rung=0,
+                                 estimates=estimates, verified=self.funnel.top == 0)]
+
+    def _climbed(self, c: CandidateRecord, rung: int, outcome: RungResult | JobFailure) -> None:
+        """A climb's result: the candidate's estimates move up a rung, or it stays where it was."""
+        self._climbing.discard(c.id)
+        if isinstance(outcome, JobFailure) or outcome.rejection:
+            failure = (f"{outcome.kind}: {outcome.message}" if isinstance(outcome, JobFailure) else
+                       f"{outcome.rejection.stage}: {outcome.rejection.reason}" if outcome.rejection else "")
+            # Not a rejection: what it showed at the lower rung stands; it just climbs no further.
+            self._stuck.add(c.id)
+            log.warning("search %s: candidate %s could not climb to rung %s: %s", self.search_id, c.id, rung,
+                        failure)
+            self.store.append_event("climb_failed", {"rung": rung, "reason": failure[:2000]},
+                                    search_id=self.search_id, candidate_id=c.id)
+            return
+        self.funnel.add(c.id, [(r.key, r.accuracy) for r in outcome.runs])
+        estimates = self.funnel.estimates(c.id, rung)
+        verified = rung == self.funnel.top
+        rec = self.store.record_rung(RungOutcome(c.id, rung, [e.mean for e in estimates], estimates,
+                                                 self._rung_runs(outcome), verified))
+        if rec.fingerprint and self._known.get(rec.fingerprint, rec).id == rec.id:
+            self._known[rec.fingerprint] = rec     # later duplicates copy the climbed result
+        previous = self._rung_of.get(c.id)
+        if previous is not None:
+            self.progress.rungs[previous] -= 1
+        self._rung_of[c.id] = rung
+        self.progress.rungs[rung] += 1
+        self.progress.verified += verified
+        if rec.objectives is not None:
+            self._note_best(rec.objectives)
+            if self._breeds(rec):
+                self.strategy.revise(Individual(rec.id, Graph.loads(rec.graph), tuple(rec.objectives)))
+        self._queue_climbs()
 
     def _finish(self, outcomes: list[CandidateOutcome]) -> None:
         if not outcomes:
@@ -351,6 +497,7 @@ class SearchRunner:
                     if not waiting:
                         del self._parked[fp]
                     self._train(c, screening)
+        self._queue_climbs()
         self._report()
         self._finish(resolved)
 
@@ -364,11 +511,14 @@ class SearchRunner:
             self.executor.cancel(job_id)
         self._jobs.clear()
         self._parked.clear()
+        self._climbs.clear()
+        self._climbing.clear()
         if record and cancelled:
             self._finish([cancelled_outcome(c) for c in cancelled])
 
     def _report(self) -> None:
-        self.progress.in_flight = len(self._jobs) + sum(len(v) for v in self._parked.values())
+        parked = sum(len(v) for v in self._parked.values())
+        self.progress.in_flight = len(self._jobs) + parked + len(self._climbs)
         if self.on_progress:
             self.on_progress(self.progress)
 
@@ -388,7 +538,8 @@ def _duplicate(c: CandidateRecord, original: CandidateRecord, fp: str) -> Candid
     """Reuse the original's result: same status, objectives and rejection; nothing trained."""
     if original.status is CandidateStatus.EVALUATED:
         return CandidateOutcome(c.id, CandidateStatus.EVALUATED, objectives=original.objectives,
-                                reused_from=original.id, fingerprint=fp)
+                                reused_from=original.id, fingerprint=fp, rung=original.rung,
+                                estimates=original.estimates, verified=original.verified)
     return CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage=original.rejection_stage or "?",
                             rejection_reason=f"functional duplicate of candidate {original.id}: "
                                              f"{original.rejection_reason}", reused_from=original.id,

@@ -65,6 +65,8 @@ class EvalSpec:
     """How candidates are judged; shared by every candidate of a search."""
 
     tasks: tuple[ProxyTask, ...] = DEFAULT_TASKS
+    # Trained only at the funnel's top rung, never selected on (`workers.funnel`).
+    heldout_tasks: tuple[ProxyTask, ...] = ()
     seed: int = 0
     eps: float = 1e-5
     groups: int = 32                # group statistics on images (as GroupNorm(32))

@@ -49,7 +49,7 @@ with warnings.catch_warnings():
 def seeded() -> Iterator[None]:
     cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": 12})
     sid = STORE.create_search(cfg.name, cfg.model_dump(mode="json"), seed=0).id
-    SearchRunner(STORE, sid, InProcessExecutor(), evaluate_fn=api_fakes.fake_evaluate).run()
+    SearchRunner(STORE, sid, InProcessExecutor(), rung_fn=api_fakes.rung_fn(api_fakes.fake_evaluate)).run()
     yield
     STORE.close()
     shutil.rmtree(_DIR, ignore_errors=True)

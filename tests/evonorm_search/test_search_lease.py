@@ -24,7 +24,7 @@ def new_search(store: Store, budget: int = 40) -> int:
 
 
 def runner(store: Store, sid: int) -> SearchRunner:
-    return SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate,
+    return SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.SLOW_RUNG,
                         status_poll_s=0.01)
 
 

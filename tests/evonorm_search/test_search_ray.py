@@ -44,6 +44,8 @@ def test_short_real_search_on_ray(tmp_path: Path, ray_executor: RayExecutor) -> 
                    "backbone_kwargs": {"widths": [8, 8, 8]}}],
         # the quality stage's short run would be as long as the training here; stability stays on
         "rejection": {"stability_steps": 5, "quality": False},
+        # one rung: one 20-step run per candidate (the funnel's climbs are tested on fakes)
+        "rungs": [{"steps_frac": 1, "seeds": 1}],
         "timeout_s": 300,
     })
     sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed).id
@@ -66,6 +68,7 @@ def test_short_real_search_on_ray(tmp_path: Path, ray_executor: RayExecutor) -> 
             [ev] = evals[c.id]
             assert ev.backbone == "resnet" and ev.task == "digits" and ev.metrics["steps"] == 20
             assert ev.worker  # set by the Ray worker that trained it
+            assert (ev.rung, ev.seed, c.rung, c.verified) == (0, cfg.seed, 0, True)
     originals = [c.fingerprint for c in rows if c.fingerprint and c.reused_from is None]
     assert len(originals) == len(set(originals))
     # no executor failure (a job that raised, timed out, or lost its worker): the runner records

@@ -42,7 +42,7 @@ def fake_search(store: Store, **overrides: object) -> int:
     cfg = load_config("quick", {"budget": 16, "population_size": 4, "tournament_size": 2, "in_flight": 2,
                                 "tasks": [TINY_TASK], **overrides})
     sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed).id
-    SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.fake_evaluate).run()
+    SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.FAKE_RUNG).run()
     return sid
 
 

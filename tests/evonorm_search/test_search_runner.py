@@ -19,6 +19,7 @@ import search_fakes
 
 from db import CandidateOutcome, CandidateStatus, NewCandidate, SearchStatus, Store
 from evonorm_search.config import SearchConfig, load_config
+from evonorm_search.funnel import Funnel
 from evonorm_search.pareto import nondominated
 from evonorm_search.runner import Progress, SearchRunner
 from evonorm_search.summary import evaluated, pareto_front
@@ -46,10 +47,21 @@ def assert_each_finished_once(store: Store, search_id: int, budget: int, tasks: 
     assert len(rows) == budget
     assert all(c.status in (CandidateStatus.EVALUATED, CandidateStatus.REJECTED) for c in rows)
     evals = store.evaluations_for_candidates([c.id for c in rows])
+    cfg = SearchConfig.model_validate(store.get_search(search_id).config)
+    funnel = Funnel(cfg.eval_spec(), [(r.steps_frac, r.seeds, r.promote) for r in cfg.rungs], cfg.seed,
+                    cfg.maximise)
+    assert len(cfg.tasks) == tasks
     for c in rows:
         n = len(evals.get(c.id, []))
         if c.status is CandidateStatus.EVALUATED and c.reused_from is None:
-            assert n == tasks, f"candidate {c.id} has {n} evaluations"
+            # every run of every rung it reached, each recorded once, at its rung's seeds and steps
+            assert c.rung is not None and c.estimates is not None and len(c.estimates) == len(c.objectives)
+            keys = [(f"{e.backbone}:{e.task}", e.steps, e.seed) for e in evals[c.id]]
+            assert len(keys) == len(set(keys)), f"candidate {c.id} has a run twice"
+            wanted = {k for r in range(c.rung + 1) for k in funnel.keys(r)}
+            wanted |= set(funnel.keys(funnel.top, heldout=True)) if c.rung == funnel.top else set()
+            assert set(keys) == wanted, f"candidate {c.id} at rung {c.rung} has runs {sorted(keys)}"
+            assert c.verified == (c.rung == funnel.top)
         else:
             assert n == 0, f"candidate {c.id} ({c.status}, reused_from={c.reused_from}) has evaluations"
     # no fingerprint got two real results: originals have distinct fingerprints (a worker-stage
@@ -65,7 +77,7 @@ def assert_each_finished_once(store: Store, search_id: int, budget: int, tasks: 
 def test_search_runs_to_budget_and_reuses_duplicates(store: Store) -> None:
     search_fakes.TRAINED.clear()
     sid = new_search(store)
-    result = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.fake_evaluate).run()
+    result = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.FAKE_RUNG).run()
     assert result.status is SearchStatus.FINISHED
     assert result.num_candidates == 60
     assert result.num_evaluated + result.num_rejected == 60
@@ -92,7 +104,7 @@ def test_same_seed_same_search(tmp_path: Path) -> None:
     def run(path: Path) -> list[tuple[str, str | None]]:
         s = Store(str(path))
         sid = new_search(s, in_flight=1)
-        SearchRunner(s, sid, InProcessExecutor(), evaluate_fn=search_fakes.fake_evaluate).run()
+        SearchRunner(s, sid, InProcessExecutor(), rung_fn=search_fakes.FAKE_RUNG).run()
         return [(c.structural_hash, c.mutation) for c in all_candidates(s, sid)]
 
     assert run(tmp_path / "a.db") == run(tmp_path / "b.db")
@@ -100,8 +112,12 @@ def test_same_seed_same_search(tmp_path: Path) -> None:
 
 def test_random_strategy_never_mutates(store: Store) -> None:
     sid = new_search(store, strategy="random", seed_with_zoo=[])
-    SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.fake_evaluate).run()
-    assert all(not c.parent_ids and c.mutation == "random" for c in all_candidates(store, sid))
+    SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.FAKE_RUNG).run()
+    rows = all_candidates(store, sid)
+    # BN-ReLU is measured beside the proposals as the search's baseline, never bred from
+    assert [c.mutation for c in rows if c.mutation == "baseline:bn_relu"] == ["baseline:bn_relu"]
+    assert all(not c.parent_ids and c.mutation == "random" for c in rows if c.mutation != "baseline:bn_relu")
+    assert not any(set(c.parent_ids) & {r.id for r in rows if r.mutation == "baseline:bn_relu"} for c in rows)
 
 
 def run_in_thread(runner: SearchRunner) -> threading.Thread:
@@ -120,7 +136,7 @@ def wait_for(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyp
 
 def test_pause_resume_cancel(store: Store) -> None:
     sid = new_search(store, budget=200)
-    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate,
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.SLOW_RUNG,
                           status_poll_s=0.02)
     thread = run_in_thread(runner)
     wait_for(lambda: store.get_search(sid).num_evaluated >= 3)
@@ -135,7 +151,7 @@ def test_pause_resume_cancel(store: Store) -> None:
     assert store.get_search(sid).num_candidates == paused.num_candidates  # nothing happens while paused
 
     # resume: a new runner picks up where it stopped
-    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate,
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.SLOW_RUNG,
                           status_poll_s=0.02)
     thread = run_in_thread(runner)
     wait_for(lambda: store.get_search(sid).num_candidates > paused.num_candidates + 3)
@@ -161,7 +177,7 @@ def test_cancel_finishes_pending_candidates_too(store: Store) -> None:
     graphs = [ZOO[n].graph for n in ("bn_relu", "gn_relu", "layernorm", "rmsnorm", "evonorm_b0", "evonorm_s0")]
     store.add_candidates(sid, [NewCandidate(g.dumps(), structural_hash(g)) for g in graphs if g])
     store.set_search_status(sid, SearchStatus.RUNNING)
-    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate,
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.SLOW_RUNG,
                           status_poll_s=0.02)
     thread = run_in_thread(runner)
     wait_for(lambda: store.get_search(sid).num_evaluated + store.get_search(sid).num_rejected >= 1)
@@ -181,7 +197,7 @@ RUNNER_SCRIPT = textwrap.dedent("""
     from evonorm_search.runner import SearchRunner
     from workers.executors import InProcessExecutor
     store = Store({db!r})
-    SearchRunner(store, {sid}, InProcessExecutor(), evaluate_fn=search_fakes.slow_evaluate).run()
+    SearchRunner(store, {sid}, InProcessExecutor(), rung_fn=search_fakes.SLOW_RUNG).run()
 """)
 
 
@@ -193,7 +209,9 @@ def test_killed_runner_resumes_and_nothing_is_lost_or_doubled(database: Any) -> 
     script = RUNNER_SCRIPT.format(here=str(HERE), db=db, sid=sid)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
-        wait_for(lambda: store.get_search(sid).num_evaluated >= 10, timeout=120)
+        # mid-flight: a candidate evaluating and (the fake's climbs take as long) most likely a climb too
+        wait_for(lambda: store.get_search(sid).num_evaluated >= 10
+                 and store.count_by_status(sid).get(CandidateStatus.EVALUATING, 0) > 0, timeout=120)
         os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up
         proc.wait(10)
     finally:
@@ -208,6 +226,10 @@ def test_killed_runner_resumes_and_nothing_is_lost_or_doubled(database: Any) -> 
     final = store.get_search(sid)
     assert final.status is SearchStatus.FINISHED
     assert_each_finished_once(store, sid, budget, tasks=2)
+    # the funnel went on after the restart: candidates climbed to the top, BN-ReLU (the baseline) too
+    rows = all_candidates(store, sid)
+    assert any(c.verified for c in rows if c.mutation != "seed:bn_relu")
+    assert [c.verified for c in rows if c.mutation == "seed:bn_relu"] == [True]
 
 
 # -- the cost objective ----------------------------------------------------------------------
@@ -234,7 +256,7 @@ def test_cost_objective_is_minimised_in_progress_and_front(store: Store) -> None
     def on_progress(p: Progress) -> None:
         seen.append(p.best)
 
-    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=evaluate_with_cost,
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.rung_fn(evaluate_with_cost),
                           on_progress=on_progress)
     assert runner.run().status is SearchStatus.FINISHED
     rows = evaluated(store, sid)
@@ -310,7 +332,7 @@ class FailsFirstTry:
 
 def search_of(store: Store, graphs: list[Graph], **overrides: object) -> tuple[int, list[int]]:
     """A search whose whole budget is these graphs, pending in this order."""
-    sid = new_search(store, budget=len(graphs), seed_with_zoo=[], **overrides)
+    sid = new_search(store, budget=len(graphs), seed_with_zoo=[], baselines=[], **overrides)
     added = store.add_candidates(sid, [NewCandidate(graph=g.dumps(), structural_hash=structural_hash(g),
                                                     mutation="random") for g in graphs])
     assert len(added) == len(graphs)
@@ -323,7 +345,7 @@ def test_worker_failure_is_not_inherited_by_duplicates(store: Store, how: str, i
     graphs = _gn_relu_variants()
     sid, (first, second, third) = search_of(store, graphs, in_flight=in_flight)
     fake = FailsFirstTry(how)
-    runner = SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=fake)
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.rung_fn(fake))
     assert runner.run().status is SearchStatus.FINISHED
     by_id = {c.id: c for c in all_candidates(store, sid)}
     fp = by_id[first].fingerprint
@@ -352,7 +374,8 @@ def test_recovery_rebuilds_the_cache_without_worker_failures(store: Store, stage
                                               rejection_reason="from an earlier run", fingerprint=fp)])
     fake = FailsFirstTry("timeout")
     fake.trained.append(fp)  # the next try succeeds
-    assert SearchRunner(store, sid, InProcessExecutor(), evaluate_fn=fake).run().status is SearchStatus.FINISHED
+    runner = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.rung_fn(fake))
+    assert runner.run().status is SearchStatus.FINISHED
     c = store.get_candidate(second)
     assert c.fingerprint == fp
     if stage == "worker":  # evaluated afresh

@@ -31,9 +31,11 @@ def upgrade() -> None:
     op.add_column("evaluations", sa.Column("rung", sa.Integer(), nullable=True))
     op.add_column("evaluations", sa.Column("seed", sa.BigInteger(), nullable=True))
     op.add_column("evaluations", sa.Column("steps", sa.Integer(), nullable=True))
+    op.create_index("ix_candidates_reused_from", "candidates", ["reused_from"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_candidates_reused_from", "candidates")
     for column in ("steps", "seed", "rung"):
         op.drop_column("evaluations", column)
     for column in ("verified", "estimates", "rung"):
