@@ -9,6 +9,15 @@ get the same fingerprint; the search reuses one's result for the other
 (AutoML-Zero's functional-equivalence cache).
 
 C = 8 with 2 groups, so group, instance and layer statistics all differ.
+
+The outputs are divided by the root mean square of the training output
+before rounding: a layer's output is always followed by the per-channel
+affine `gamma * y + beta`, so graphs whose outputs differ by a positive
+constant factor (`x` and `x + x`, `f` and `f + f`) are the same layer up to
+gamma's initial value. They share a fingerprint, so the search trains one of
+them and a pure change of scale never decides a rejection on its own (a short
+quality run can fail `x + x` where `x` passes). The sign is kept: `-x` is
+another layer at initialization.
 """
 
 from __future__ import annotations
@@ -59,5 +68,8 @@ def fingerprint(graph: Graph) -> str:
                 getattr(module, name).copy_(value)
         y_train = module.train()(x_train)
         y_eval = module.eval()(x_eval)
+        scale = y_train.square().mean().sqrt()
+        if torch.isfinite(scale) and scale > ZERO_TOL:
+            y_train, y_eval = y_train / scale, y_eval / scale
     text = _round(y_train) + "|" + _round(y_eval)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -19,6 +19,13 @@ EQUAL = {
     "neg(neg(x)) = x + 0": (B(("neg", ["x"]), ("neg", [4])), B(("add", ["x", "zero"]))),
     "x + x = x * (exp(0) + exp(0))": (B(("add", ["x", "x"])),
                                      B(("exp", ["zero"]), ("add", [4, 4]), ("mul", ["x", 5]))),
+    # a positive constant factor is the output affine's initial gain (the module doc)
+    "x + x = x up to the output scale": (B(("add", ["x", "x"])), B(("add", ["x", "zero"]))),
+    "(x + x) + (x + x) = x up to the output scale": (B(("add", ["x", "x"]), ("add", [4, 4])),
+                                                     B(("add", ["x", "zero"]))),
+    "BN-ReLU doubled = BN-ReLU": (B(("std_batch", ["x"]), ("div", ["x", 4]), ("max", [5, "zero"]),
+                                    ("add", [6, 6])),
+                                  B(("std_batch", ["x"]), ("div", ["x", 4]), ("max", [5, "zero"]))),
     "max(a, b) = max(b, a)": (B(("sigmoid", ["x"]), ("tanh", ["x"]), ("max", [4, 5])),
                               B(("tanh", ["x"]), ("sigmoid", ["x"]), ("max", [4, 5]))),
     "max(x, 0) = (x + abs(x)) / (exp(0) + exp(0))": (
@@ -33,6 +40,7 @@ EQUAL = {
 
 DIFFERENT = {
     "x vs square(x)": (B(("add", ["x", "zero"])), B(("square", ["x"]))),
+    "x vs -x (the sign is kept)": (B(("add", ["x", "zero"])), B(("neg", ["x"]))),
     "x vs x * v1": (B(("add", ["x", "zero"])), B(("mul", ["x", "v1"]))),
     "x vs x + v0": (B(("add", ["x", "zero"])), B(("add", ["x", "v0"]))),
     "std_group vs std_instance": (B(("std_group", ["x"]), ("div", ["x", 4])),
