@@ -1,0 +1,85 @@
+"""train_rung(): a rung's runs at its seeds and steps, reuse of runs already made, rung 0's
+stability and multi-objective quality verdict, held-out runs at the top, faults as rejections.
+
+ResNet on sklearn digits and the character Transformer, a few steps each: seconds of CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from primitives import Graph
+from primitives.zoo import ZOO
+from workers.evaluation import EvalSpec, ProxyTask, screen
+from workers.funnel import RungSpec, RunScore, planned_runs, quality_verdict, train_rung
+from workers.rejection import Stage
+from workers.train import TrainConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = TrainConfig(steps=12, backbone_kwargs={"widths": [8, 8, 8]})
+SPEC = EvalSpec(tasks=(ProxyTask("resnet", "digits", TINY),), stability_steps=3,
+                heldout_tasks=(ProxyTask("mobilenet", "digits", replace(TINY, backbone_kwargs={})),))
+BN_RELU = ZOO["bn_relu"].graph
+assert BN_RELU is not None
+
+
+def test_rung_trains_each_task_at_each_seed_for_its_share_of_steps():
+    rung = RungSpec(0, 0.5, (3, 4), quality=False)    # 6 steps: too few to pass the quality bar
+    r = train_rung(BN_RELU, SPEC, rung, screen(BN_RELU, SPEC))
+    assert r.rejection is None and r.rung == 0
+    assert [(x.objective, x.steps, x.seed, x.heldout) for x in r.runs] == [
+        ("resnet:digits", 6, 3, False), ("resnet:digits", 6, 4, False)]
+    assert all(0 <= x.accuracy <= 1 and not x.diverged for x in r.runs)
+    assert dict(r.stage_seconds).keys() >= {"static", "numeric", "duplicate", "stability", "quality"}
+    # the seed fixes initialization and data order: the same seed gives the same run
+    again = train_rung(BN_RELU, SPEC, RungSpec(0, 0.5, (3,), quality=False))
+    assert again.runs[0].accuracy == r.runs[0].accuracy and again.runs[0].loss == r.runs[0].loss
+
+
+def test_a_higher_rung_skips_runs_it_has_and_the_top_adds_held_out_tasks():
+    top = RungSpec(1, 1.0, (0, 1), top=True)
+    assert [(t.objective, s, seed, h) for t, s, seed, h in planned_runs(SPEC, top)] == [
+        ("resnet:digits", 12, 0, False), ("resnet:digits", 12, 1, False),
+        ("mobilenet:digits", 12, 0, True), ("mobilenet:digits", 12, 1, True)]
+    r = train_rung(BN_RELU, SPEC, top, None, frozenset({("resnet:digits", 12, 0)}))
+    assert [(x.objective, x.seed, x.heldout) for x in r.runs] == [
+        ("resnet:digits", 1, False), ("mobilenet:digits", 0, True), ("mobilenet:digits", 1, True)]
+    assert "stability" not in dict(r.stage_seconds)      # only rung 0 runs the stress test
+
+
+def _run(objective: str, acc: float) -> RunScore:
+    return RunScore(objective, objective.split(":")[0], objective.split(":")[1], 0, 10, acc, 1.0, acc == 0,
+                    None, 0.1, 10.0, 100)
+
+
+def test_quality_rejects_only_when_every_task_fails():
+    spec = EvalSpec(tasks=(ProxyTask("resnet", "digits"), ProxyTask("transformer", "pydoc_chars")))
+    good_img, bad_img = _run("resnet:digits", 0.9), _run("resnet:digits", 0.05)
+    bad_txt = _run("transformer:pydoc_chars", 0.0)
+    # GroupNorm that fails the text task but trains images: kept (its text score stays low)
+    assert quality_verdict([good_img, bad_txt], spec) is None
+    rej = quality_verdict([bad_img, bad_txt], spec)
+    assert rej is not None and rej.stage is Stage.QUALITY
+    assert "resnet:digits 0.050 <" in rej.reason and "(1 diverged)" in rej.reason
+
+
+def test_rung_zero_rejects_an_unstable_layer_before_training():
+    exploding = Graph.build(("exp", ["x"]), ("exp", [4]), ("mul", [5, 5]))
+    r = train_rung(exploding, replace(SPEC, stability_steps=20), RungSpec(0, 1.0, (0,)))
+    assert r.rejection is not None and r.rejection.stage in (Stage.STABILITY, Stage.ERROR)
+    assert r.runs == ()
+
+
+def test_an_exception_is_a_rejection_at_error_not_a_crash(monkeypatch):
+    import workers.funnel as funnel
+
+    def boom(*a, **k):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(funnel, "train", boom)
+    r = train_rung(BN_RELU, SPEC, RungSpec(1, 1.0, (0,)))
+    assert r.rejection is not None and r.rejection.stage is Stage.ERROR
+    assert "kernel exploded" in r.rejection.reason
