@@ -202,6 +202,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"backbone": "mobilenet", "task": "shapes32"},
             {"backbone": "transformer", "task": "pydoc_chars"},
         ],
+        # The default funnel; verification on a backbone and a data set the search never saw.
+        "heldout_tasks": [{"backbone": "resnet", "task": "digits"}],
     },
     # The paper's shape on a cluster: three backbones, a large aging population.
     "cluster": {
@@ -213,6 +215,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             {"backbone": "mobilenet", "task": "cifar10", "steps": 2000},
             {"backbone": "transformer", "task": "pydoc_chars", "steps": 2000},
         ],
+        # A quarter climbs from the short screen, a quarter of those to 5 seeds and CIFAR-100.
+        "rungs": [{"steps_frac": 0.25, "seeds": 1, "promote": 0.25},
+                  {"steps_frac": 1, "seeds": 2, "promote": 0.25},
+                  {"steps_frac": 1, "seeds": 5}],
+        "heldout_tasks": [{"backbone": "resnet", "task": "cifar100", "steps": 4000}],
     },
 }
 

@@ -83,3 +83,20 @@ def test_an_exception_is_a_rejection_at_error_not_a_crash(monkeypatch):
     r = train_rung(BN_RELU, SPEC, RungSpec(1, 1.0, (0,)))
     assert r.rejection is not None and r.rejection.stage is Stage.ERROR
     assert "kernel exploded" in r.rejection.reason
+
+
+@pytest.mark.parametrize("task", ["digits", "shapes32", "pydoc_chars", "cifar10", "cifar100"])
+@pytest.mark.parametrize("frac", [0.25, 1 / 3, 1.0])
+def test_every_rung_has_a_whole_schedule_within_its_steps(task, frac):
+    """A short rung is a small version of a long one: warmup to the peak, cosine to ~0 at its last step."""
+    from workers.funnel import rung_steps
+    from workers.train import lr_at, recipe_for
+
+    steps = rung_steps(ProxyTask("resnet" if task != "pydoc_chars" else "transformer", task), frac)
+    recipe = replace(recipe_for(task), steps=steps)
+    lrs = [lr_at(s, recipe) for s in range(steps)]
+    assert max(lrs) == pytest.approx(recipe.lr)
+    assert lrs[-1] < 0.01 * recipe.lr
+    peak = lrs.index(max(lrs))
+    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1], strict=True))   # warmup rises
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))   # then decays
