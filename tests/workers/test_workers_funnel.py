@@ -6,6 +6,7 @@ ResNet on sklearn digits and the character Transformer, a few steps each: second
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -98,5 +99,5 @@ def test_every_rung_has_a_whole_schedule_within_its_steps(task, frac):
     assert max(lrs) == pytest.approx(recipe.lr)
     assert lrs[-1] < 0.01 * recipe.lr
     peak = lrs.index(max(lrs))
-    assert all(a <= b for a, b in zip(lrs[:peak], lrs[1:peak + 1], strict=True))   # warmup rises
+    assert all(a <= b for a, b in itertools.pairwise(lrs[:peak + 1]))   # warmup rises
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))   # then decays
