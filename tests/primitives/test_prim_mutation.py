@@ -127,3 +127,48 @@ def test_zoo_s_layers_mutate_batch_independently() -> None:
         assert g is not None and not g.batch_dependent
         for _ in range(20):
             assert not mutate(g, rng, batch_independent=True)[0].batch_dependent
+
+
+def test_normalizer_moves_build_statistics_of_live_values() -> None:
+    """normalize_prob=1: every child divides a live value (or x) by a statistic of it, standardizes
+    it, or moves a statistic to other axes; in the paper's ops, within MAX_NODES."""
+    from primitives import formula
+    from primitives.ops import Kind, get_op
+
+    rng = random.Random(7)
+    kinds: Counter[str] = Counter()
+    for _ in range(300):
+        parent = random_graph(rng, num_nodes=rng.randint(1, 5))
+        child, m = mutate(parent, rng, normalize_prob=1.0)
+        kinds[m.kind] += 1
+        assert Graph.loads(child.dumps()) == child and len(child.nodes) <= MAX_NODES
+        assert structural_hash(child) != structural_hash(parent)
+        if m.kind in ("normalize", "standardize"):
+            added = len(child.nodes) - len(parent.nodes)
+            assert added == (2 if m.kind == "normalize" else 5), m.description
+            # the new division is live: the child uses a statistic of something
+            live_stats = [i for i in child.live_ids() if i >= NUM_INPUTS
+                          and get_op(child.node(i).op).kind is Kind.AGGREGATE]
+            assert live_stats, (formula(parent), formula(child))
+    assert kinds["normalize"] > 50 and kinds["standardize"] > 50 and kinds["axes"] > 20, kinds
+
+
+def test_normalizing_x_in_the_identity_gives_a_normalizer() -> None:
+    from primitives import formula
+
+    identity = Graph.build(("add", ["x", "zero"]))
+    seen = set()
+    rng = random.Random(1)
+    for _ in range(60):
+        child, m = mutate(identity, rng, normalize_prob=1.0)
+        seen.add(formula(child))
+    assert any("std_group(x)" in f and "mean_group(x)" in f for f in seen), seen   # GroupNorm's core
+    assert any(f.startswith("x / rms_layer(x)") or "/ rms_layer(x)" in f for f in seen), seen   # RMSNorm's
+
+
+def test_a_batch_independent_normalizer_move_never_uses_batch_axes() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        parent = random_graph(rng, num_nodes=3, batch_independent=True)
+        child, _ = mutate(parent, rng, batch_independent=True, normalize_prob=1.0)
+        assert not child.batch_dependent
