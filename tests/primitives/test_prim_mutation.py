@@ -160,7 +160,7 @@ def test_normalizing_x_in_the_identity_gives_a_normalizer() -> None:
     seen = set()
     rng = random.Random(1)
     for _ in range(60):
-        child, m = mutate(identity, rng, normalize_prob=1.0)
+        child, _ = mutate(identity, rng, normalize_prob=1.0)
         seen.add(formula(child))
     assert any("std_group(x)" in f and "mean_group(x)" in f for f in seen), seen   # GroupNorm's core
     assert any(f.startswith("x / rms_layer(x)") or "/ rms_layer(x)" in f for f in seen), seen   # RMSNorm's
