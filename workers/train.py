@@ -49,6 +49,11 @@ class Recipe:
     augment: bool = False           # random crop (pad 4) and horizontal flip, images only
     eval_batch_size: int = 1000
     eval_tokens: int = 65536        # text: evaluate on this many val tokens at most
+    # Examples per forward pass (None: the whole batch). Smaller, the gradients of batch_size //
+    # micro_batch passes add up to one optimizer step: the same examples and steps, but a layer's
+    # batch statistics see only micro_batch examples, as on a GPU with a small per-device batch
+    # (where BatchNorm degrades and batch-independent layers can win).
+    micro_batch: int | None = None
     # per-backbone constructor kwargs; left out of the hash (a dict), kept in ==
     backbones: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False)
     # per-backbone recipe fields where they differ from the task's, e.g. {"resnet": {"lr": 0.1}}
@@ -111,6 +116,7 @@ class TrainConfig:
     augment: bool | None = None
     eval_batch_size: int | None = None
     eval_tokens: int | None = None
+    micro_batch: int | None = None
     backbone_kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
     device: str | None = None        # default: "cuda" when available, else "cpu"
     amp: bool | None = None          # bfloat16 autocast; default: on for CUDA only
@@ -260,6 +266,9 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
     optimizer = make_optimizer(model, recipe)
 
     block_size = kwargs.get("block_size", 0)
+    micro = recipe.micro_batch or recipe.batch_size
+    if micro < 1:
+        raise ValueError(f"micro_batch must be >= 1, got {micro}")
     batches = _train_batches(data, recipe, generator, block_size, channels_last)
     tail = max(1, recipe.steps // 10)
     tail_loss = torch.zeros((), device=device)
@@ -273,12 +282,15 @@ def train(norm_act_factory: NormActFactory, backbone_name: str, task_name: str,
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, recipe)
         x, y = next(batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, -2), y.flatten(),
-                               label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = torch.zeros((), device=device)
+        for xs, ys in zip(x.split(micro), y.split(micro), strict=True):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(xs)
+            part = F.cross_entropy(logits.float().flatten(0, -2), ys.flatten(),
+                                   label_smoothing=recipe.label_smoothing) * (len(xs) / len(x))
+            part.backward()
+            loss = loss + part.detach()
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip or math.inf)
         finite &= torch.isfinite(loss) & torch.isfinite(grad_norm)
         # On a GPU a check is a sync, so it runs every few steps; steps taken

@@ -101,3 +101,19 @@ def test_every_rung_has_a_whole_schedule_within_its_steps(task, frac):
     peak = lrs.index(max(lrs))
     assert all(a <= b for a, b in itertools.pairwise(lrs[:peak + 1]))   # warmup rises
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))   # then decays
+
+
+def test_micro_batches_add_up_to_the_same_step_for_a_batch_independent_layer():
+    """Gradient accumulation over micro-batches: the same update as the whole batch when the layer
+    uses no batch statistic (LayerNorm), a different one when it does (BN-ReLU sees 4 images)."""
+    from workers.train import train
+
+    def run(layer: str, micro: int | None) -> float:
+        g = ZOO[layer].graph
+        assert g is not None
+        from workers.evaluation import _factory
+        cfg = TrainConfig(steps=3, batch_size=16, micro_batch=micro, backbone_kwargs={"widths": [8, 8, 8]})
+        return train(_factory(g, SPEC, "nchw"), "resnet", "digits", cfg, seed=0).train_loss
+
+    assert run("layernorm", 4) == pytest.approx(run("layernorm", None), rel=1e-4)
+    assert run("bn_relu", 4) != pytest.approx(run("bn_relu", None), rel=1e-4)
