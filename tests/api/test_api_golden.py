@@ -89,6 +89,8 @@ def _responses(url: str, tmp_path: Path) -> dict[str, str]:
         get("/api/searches")
         get("/api/presets")
         get("/api/zoo")
+        get("/openapi.json")
+        get("/api/searches", status="cancelled")
         for s in (sid, stopped, legacy):
             get(f"/api/searches/{s}")
             get(f"/api/searches/{s}/front")
