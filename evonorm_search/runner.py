@@ -525,7 +525,7 @@ class SearchRunner:
 
 def cancelled_outcome(c: CandidateRecord) -> CandidateOutcome:
     """How an unfinished candidate of a cancelled search ends."""
-    return CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage="cancelled",
+    return CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage=Stage.CANCELLED,
                             rejection_reason="the search was cancelled")
 
 
@@ -546,13 +546,16 @@ def _duplicate(c: CandidateRecord, original: CandidateRecord, fp: str) -> Candid
                             fingerprint=fp)
 
 
+_NOT_THE_LAYERS_FAULT = frozenset(s for s in Stage if not s.layers_fault)
+
+
 def _cacheable(c: CandidateRecord) -> bool:
     """Whether a finished original's result belongs to its fingerprint (is reused by duplicates).
 
     A worker-stage rejection (timeout, out of memory, a dead worker) or a
     cancellation is not the layer's fault, so it is not.
     """
-    return c.status is CandidateStatus.EVALUATED or c.rejection_stage not in (Stage.WORKER, "cancelled")
+    return c.status is CandidateStatus.EVALUATED or c.rejection_stage not in _NOT_THE_LAYERS_FAULT
 
 
 def _maximised_mean(values: tuple[float, ...] | list[float], maximise: list[bool]) -> float:

@@ -19,9 +19,10 @@ twice, while the coordinator itself never runs torch.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,12 @@ class TaskScore:
                 "steps_per_s": self.steps_per_s, "wall_s": self.wall_s, "params": self.params}
 
 
+class ResultStatus(StrEnum):
+    EVALUATED = "evaluated"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"     # a functional duplicate of an evaluated result: its scores, nothing trained
+
+
 @dataclass(frozen=True)
 class Screening:
     """The cheap stages' verdict: a rejection, or the fingerprint to check for duplicates."""
@@ -134,7 +141,7 @@ class Screening:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    status: str                                   # evaluated | rejected | duplicate
+    status: ResultStatus
     fingerprint: str | None
     scores: tuple[TaskScore, ...] = ()
     rejection: Rejection | None = None
@@ -144,10 +151,13 @@ class EvaluationResult:
     duplicate_of: str | None = None               # the fingerprint whose result was reused
     cost: float | None = None                     # fwd+bwd time relative to BN-ReLU, if measured
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", ResultStatus(self.status))   # a plain string names a member
+
     @property
     def objectives(self) -> tuple[float, ...] | None:
         """Accuracy per task, then the cost if it was measured (the search's objective order)."""
-        if self.status == "rejected":
+        if self.status is ResultStatus.REJECTED:
             return None
         return tuple(s.accuracy for s in self.scores) + ((self.cost,) if self.cost is not None else ())
 
@@ -177,41 +187,6 @@ def _parse(graph: Graph | Mapping[str, Any] | str) -> Graph:
 def _failed(stage: Stage, e: Exception) -> Rejection:
     """A stage that raised: the candidate's fault, with the exception's type and message."""
     return Rejection(stage, f"{type(e).__name__}: {e}"[:500])
-
-
-def screen(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec) -> Screening:
-    """Stages 1-2 and the fingerprint: milliseconds per candidate.
-
-    Total: a stage that raises any Exception (a broken graph, an op that fails
-    on the probe) rejects the candidate at that stage with the exception's type
-    and message. A MemoryError is the worker's trouble, not the candidate's: it
-    propagates, and the executor reports it as "oom".
-    """
-    costs: list[tuple[str, float]] = []
-    stage, t = Stage.STATIC, time.perf_counter()
-
-    def rejected(rejection: Rejection) -> Screening:
-        costs.append((stage, time.perf_counter() - t))
-        return Screening(None, rejection, tuple(costs))
-
-    try:
-        g = _parse(graph)
-        costs.append((stage, time.perf_counter() - t))
-        if spec.numeric:
-            stage, t = Stage.NUMERIC, time.perf_counter()
-            rejection = numeric_check(g, spec.layouts, eps=spec.eps)
-            if rejection:
-                return rejected(rejection)
-            costs.append((stage, time.perf_counter() - t))
-        stage, t = Stage.DUPLICATE, time.perf_counter()
-        fp = fingerprint(g)
-    except MemoryError:
-        raise
-    except Exception as e:   # the stage that raised rejects the candidate
-        invalid = stage is Stage.STATIC and isinstance(e, GraphError)
-        return rejected(Rejection(stage, str(e)) if invalid else _failed(stage, e))
-    costs.append((stage, time.perf_counter() - t))
-    return Screening(fp, None, tuple(costs))
 
 
 def _factory(g: Graph, spec: EvalSpec, layout: str) -> Any:
@@ -267,9 +242,207 @@ def chance_accuracy(task_name: str, root: str | None = None) -> float:
     return float(counts.max()) / float(counts.sum())
 
 
+# -- the stages ------------------------------------------------------------------------------------
+#
+# A stage is an object with a `name` (its `Stage`, under which its cost in seconds is recorded and
+# its rejections are filed), `enabled(spec)` and `check(trial)`, which returns a Rejection or None
+# and may fill in the trial (the parsed graph, the fingerprint, the scores). `screen` and `evaluate`
+# walk their lists in order; a new stage is one class and one entry in a list. The functions a
+# stage calls are its fields, so a test builds a stage with its own instead of patching globals.
+
+
+@dataclass
+class Trial:
+    """One candidate on its way through the stages."""
+
+    source: Graph | Mapping[str, Any] | str
+    spec: EvalSpec
+    deadline: _Deadline
+    graph: Graph | None = None
+    fingerprint: str | None = None
+    scores: list[TaskScore] = field(default_factory=list)
+
+    @property
+    def g(self) -> Graph:
+        if self.graph is None:
+            self.graph = _parse(self.source)
+        return self.graph
+
+
+class EvalStage(Protocol):
+    @property
+    def name(self) -> Stage: ...
+
+    def enabled(self, spec: EvalSpec) -> bool: ...
+
+    def check(self, trial: Trial) -> Rejection | None: ...
+
+
+@dataclass(frozen=True)
+class StaticStage:
+    """The graph parses and validates (a GraphError names the field)."""
+
+    name: Stage = Stage.STATIC
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return True
+
+    def check(self, trial: Trial) -> Rejection | None:
+        try:
+            trial.graph = _parse(trial.source)
+        except GraphError as e:
+            return Rejection(self.name, str(e))
+        return None
+
+
+@dataclass(frozen=True)
+class NumericStage:
+    """Finite, non-constant outputs and finite gradients in every layout the tasks need."""
+
+    check_fn: Callable[..., Rejection | None] = numeric_check
+    name: Stage = Stage.NUMERIC
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return spec.numeric
+
+    def check(self, trial: Trial) -> Rejection | None:
+        return self.check_fn(trial.g, trial.spec.layouts, eps=trial.spec.eps)
+
+
+@dataclass(frozen=True)
+class FingerprintStage:
+    """The functional fingerprint, which the runner checks against what was evaluated."""
+
+    fingerprint_fn: Callable[[Graph], str] = fingerprint
+    name: Stage = Stage.DUPLICATE
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return True
+
+    def check(self, trial: Trial) -> Rejection | None:
+        trial.fingerprint = self.fingerprint_fn(trial.g)
+        return None
+
+
+@dataclass(frozen=True)
+class StabilityStage:
+    """The adversarial stress test on the first task's backbone."""
+
+    stress_fn: Callable[[Graph, EvalSpec], tuple[Rejection | None, float]] = stability_stage
+    name: Stage = Stage.STABILITY
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return spec.stability
+
+    def check(self, trial: Trial) -> Rejection | None:
+        rejection, _ = self.stress_fn(trial.g, trial.spec)
+        if rejection is None:
+            trial.deadline.check(self.name)
+        return rejection
+
+
+@dataclass(frozen=True)
+class QualityStage:
+    """A short training on every task must beat chance by the spec's margin."""
+
+    short_train_fn: Callable[..., TrainResult] = short_train
+    name: Stage = Stage.QUALITY
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return spec.quality
+
+    def check(self, trial: Trial) -> Rejection | None:
+        spec = trial.spec
+        for task in spec.tasks:
+            r = self.short_train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task,
+                                    spec.quality_steps, task.config, spec.seed)
+            if r.diverged:
+                return Rejection(self.name, f"{task.objective}: diverged in the short training ({r.reason})")
+            rejection = quality_check(r.val_accuracy, chance_accuracy(task.task, task.config.data_root),
+                                      spec.quality_margin, task.objective)
+            if rejection:
+                return rejection
+            trial.deadline.check(self.name)
+        return None
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """The full proxy training on every task: one score (objective) per task."""
+
+    train_fn: Callable[..., TrainResult] = train
+    name: Stage = Stage.TRAINING
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return True
+
+    def check(self, trial: Trial) -> Rejection | None:
+        spec = trial.spec
+        for task in spec.tasks:
+            r = self.train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task, task.config,
+                              spec.seed)
+            if r.diverged:
+                return Rejection(self.name, f"{task.objective}: diverged ({r.reason})")
+            trial.scores.append(TaskScore.of(task, r))
+            trial.deadline.check(self.name)
+        return None
+
+
+# Cheapest first. `screen` runs the first list (milliseconds), `evaluate` the second on what survives.
+SCREEN_STAGES: tuple[EvalStage, ...] = (StaticStage(), NumericStage(), FingerprintStage())
+EVALUATE_STAGES: tuple[EvalStage, ...] = (StabilityStage(), QualityStage(), TrainingStage())
+
+
+def _walk(stages: Sequence[EvalStage], trial: Trial, costs: list[tuple[str, float]]) -> Rejection | None:
+    """Run the enabled stages in order until one rejects; each one's seconds are recorded, whatever
+    it ends with (a rejection, a passed time limit, an exception)."""
+    for stage in stages:
+        if not stage.enabled(trial.spec):
+            continue
+        t = time.perf_counter()
+        try:
+            rejection = stage.check(trial)
+        except (_Rejected, MemoryError):
+            raise
+        except Exception as e:
+            raise _StageFailed(stage.name, e) from e
+        finally:
+            costs.append((stage.name, time.perf_counter() - t))
+        if rejection:
+            return rejection
+    return None
+
+
+class _StageFailed(Exception):
+    def __init__(self, stage: Stage, error: Exception):
+        self.stage, self.error = stage, error
+
+
+def screen(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
+           stages: Sequence[EvalStage] = SCREEN_STAGES) -> Screening:
+    """The cheap stages and the fingerprint: milliseconds per candidate.
+
+    Total: a stage that raises any Exception (a broken graph, an op that fails
+    on the probe) rejects the candidate at that stage with the exception's type
+    and message. A MemoryError is the worker's trouble, not the candidate's: it
+    propagates, and the executor reports it as "oom".
+    """
+    costs: list[tuple[str, float]] = []
+    trial = Trial(graph, spec, _Deadline(None))
+    try:
+        rejection = _walk(stages, trial, costs)
+    except _StageFailed as e:
+        rejection = _failed(e.stage, e.error)
+    if rejection:
+        return Screening(None, rejection, tuple(costs))
+    return Screening(trial.fingerprint, None, tuple(costs))
+
+
 def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
              cache: Mapping[str, EvaluationResult] | None = None,
-             screening: Screening | None = None) -> EvaluationResult:
+             screening: Screening | None = None,
+             stages: Sequence[EvalStage] = EVALUATE_STAGES,
+             screen_stages: Sequence[EvalStage] = SCREEN_STAGES) -> EvaluationResult:
     """Run the rejection protocols and, for survivors, the proxy training on every task.
 
     `cache` maps fingerprints to earlier results (the caller's); a hit is
@@ -282,92 +455,45 @@ def evaluate(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec,
     host MemoryError propagates, for the executor to report as "oom".
     """
     start = time.perf_counter()
-    deadline = _Deadline(spec.time_limit_s)
-    screening = screening or screen(graph, spec)
+    screening = screening or screen(graph, spec, screen_stages)
     costs = list(screening.stage_seconds)
 
-    def done(status: str, **kw: Any) -> EvaluationResult:
+    def done(status: ResultStatus, **kw: Any) -> EvaluationResult:
         return EvaluationResult(status, screening.fingerprint, stage_seconds=tuple(costs),
                                 wall_s=time.perf_counter() - start, worker=worker_name(), **kw)
 
     if screening.rejection:
-        return done("rejected", rejection=screening.rejection)
+        return done(ResultStatus.REJECTED, rejection=screening.rejection)
     fp = screening.fingerprint
     if cache is not None and fp is not None and fp in cache:
         hit = cache[fp]
-        return done(hit.status if hit.status == "rejected" else "duplicate", scores=hit.scores,
-                    rejection=hit.rejection, duplicate_of=fp, cost=hit.cost)
+        status = ResultStatus.REJECTED if hit.status is ResultStatus.REJECTED else ResultStatus.DUPLICATE
+        return done(status, scores=hit.scores, rejection=hit.rejection, duplicate_of=fp, cost=hit.cost)
 
-    out_of_memory = False
+    trial = Trial(graph, spec, _Deadline(spec.time_limit_s), fingerprint=fp)
     try:
-        g = _parse(graph)
-        if spec.stability:
-            t = time.perf_counter()
-            rejection, _ = stability_stage(g, spec)
-            costs.append((Stage.STABILITY, time.perf_counter() - t))
-            if rejection:
-                return done("rejected", rejection=rejection)
-            deadline.check(Stage.STABILITY)
-
-        # A rejection found inside a stage is returned only after the stage's cost is
-        # recorded: `done` snapshots `costs`, so returning from inside the `try` would
-        # run the `finally` too late and drop the stage's seconds from the result.
-        if spec.quality:
-            t = time.perf_counter()
-            rejection = None
-            try:
-                for task in spec.tasks:
-                    r = short_train(_factory(g, spec, task.layout), task.backbone, task.task,
-                                    spec.quality_steps, task.config, spec.seed)
-                    if r.diverged:
-                        rejection = Rejection(
-                            Stage.QUALITY, f"{task.objective}: diverged in the short training ({r.reason})")
-                        break
-                    rejection = quality_check(r.val_accuracy, chance_accuracy(task.task, task.config.data_root),
-                                              spec.quality_margin, task.objective)
-                    if rejection:
-                        break
-                    deadline.check(Stage.QUALITY)
-            finally:
-                costs.append((Stage.QUALITY, time.perf_counter() - t))
-            if rejection:
-                return done("rejected", rejection=rejection)
-
-        t = time.perf_counter()
-        scores = []
-        rejection = None
-        try:
-            for task in spec.tasks:
-                r = train(_factory(g, spec, task.layout), task.backbone, task.task, task.config, spec.seed)
-                if r.diverged:
-                    rejection = Rejection(Stage.TRAINING, f"{task.objective}: diverged ({r.reason})")
-                    break
-                scores.append(TaskScore.of(task, r))
-                deadline.check(Stage.TRAINING)
-        finally:
-            costs.append((Stage.TRAINING, time.perf_counter() - t))
+        rejection = _walk(stages, trial, costs)
         if rejection:
-            return done("rejected", rejection=rejection)
-        cost = relative_cost(g, eps=spec.eps, groups=spec.groups) if spec.measure_cost else None
-        return done("evaluated", scores=tuple(scores), cost=cost)
+            return done(ResultStatus.REJECTED, rejection=rejection)
+        cost = relative_cost(trial.g, eps=spec.eps, groups=spec.groups) if spec.measure_cost else None
+        return done(ResultStatus.EVALUATED, scores=tuple(trial.scores), cost=cost)
     except _Rejected as e:
-        return done("rejected", rejection=e.rejection)
-    except MemoryError:
-        raise  # the worker's trouble (host memory): the executor reports it as "oom"
-    except Exception as e:
-        # Reject and carry on. A candidate that breaks a backbone (shapes torch
-        # refuses, an op that raises) is at fault itself: stage `error`. Running
-        # out of GPU memory depends on the device and the batch as much as on the
-        # layer: stage `worker`, which a functional duplicate does not inherit.
-        if _is_oom(e):
-            out_of_memory = True
-            reason = f"out of memory: {type(e).__name__}: {e}"[:500]
-            return done("rejected", rejection=Rejection(Stage.WORKER, reason))
-        return done("rejected", rejection=_failed(Stage.ERROR, e))
-    finally:
-        # After the except block, so the exception's frames (and the tensors they hold) are gone.
-        if out_of_memory:
-            _release_gpu_memory()
+        return done(ResultStatus.REJECTED, rejection=e.rejection)
+    except _StageFailed as failed:
+        rejection = _stage_failure(failed.error)
+    # Past the except block, so the exception's frames (and the tensors they hold) are gone.
+    if rejection.stage is Stage.WORKER:
+        _release_gpu_memory()
+    return done(ResultStatus.REJECTED, rejection=rejection)
+
+
+def _stage_failure(e: Exception) -> Rejection:
+    """Reject and carry on. A candidate that breaks a backbone (shapes torch refuses, an op that
+    raises) is at fault itself: stage `error`. Running out of GPU memory depends on the device and
+    the batch as much as on the layer: stage `worker`, which a functional duplicate does not inherit."""
+    if _is_oom(e):
+        return Rejection(Stage.WORKER, f"out of memory: {type(e).__name__}: {e}"[:500])
+    return _failed(Stage.ERROR, e)
 
 
 def _is_oom(e: BaseException) -> bool:

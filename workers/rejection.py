@@ -41,6 +41,13 @@ class Stage(StrEnum):
     ERROR = "error"         # raised during training: the layer's fault, a result like any other
     WORKER = "worker"       # timed out, ran out of memory or lost its worker: not the layer's fault,
                             # so never reused for a functional duplicate
+    CANCELLED = "cancelled"  # unfinished when its search was cancelled (set by the runner): not the
+                             # layer's fault either
+
+    @property
+    def layers_fault(self) -> bool:
+        """Whether a rejection here is the layer's own result (reused for a functional duplicate)."""
+        return self not in (Stage.WORKER, Stage.CANCELLED)
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,27 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 import torch
+from stage_fakes import forbidden, forbidding, stages
 from torch import Tensor, nn
 
 from primitives import Graph, structural_hash
 from primitives.fingerprint import fingerprint
 from primitives.zoo import ZOO
-from workers import evaluation, rejection
-from workers.evaluation import EvalSpec, EvaluationResult, ProxyTask, evaluate, screen, with_steps
+from workers.evaluation import (
+    EVALUATE_STAGES,
+    EvalSpec,
+    EvaluationResult,
+    ProxyTask,
+    Trial,
+    evaluate,
+    screen,
+    with_steps,
+)
 from workers.executors import InProcessExecutor, JobFailure, RayExecutor
 from workers.rejection import Rejection, Stage
 from workers.train import TrainResult
@@ -48,15 +57,6 @@ SQUARE = Graph.build(("square", ["x"]),)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def forbid(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """Make these workers.evaluation functions fail the test if called."""
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("called a stage that should have been skipped")
-
-    for name in names:
-        monkeypatch.setattr(evaluation, name, forbidden)
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +88,10 @@ def test_functional_duplicates_share_a_fingerprint_not_a_structure() -> None:
 
 
 def test_a_functional_duplicate_reuses_the_cached_scores_without_training(
-        s0_result: EvaluationResult, monkeypatch: pytest.MonkeyPatch) -> None:
-    forbid(monkeypatch, "train", "short_train", "stability_stage")
+        s0_result: EvaluationResult) -> None:
     cache = {s0_result.fingerprint or "": s0_result}
     start = time.perf_counter()
-    dup = evaluate(S0_REORDERED, DIGITS, cache=cache)
+    dup = evaluate(S0_REORDERED, DIGITS, cache=cache, **forbidding("train", "short_train", "stability_stage"))
     elapsed = time.perf_counter() - start
     assert dup.status == "duplicate"
     assert dup.duplicate_of == s0_result.fingerprint == dup.fingerprint
@@ -103,57 +102,54 @@ def test_a_functional_duplicate_reuses_the_cached_scores_without_training(
     assert elapsed < s0_result.wall_s
 
 
-def test_a_duplicate_of_a_rejected_candidate_is_rejected_for_the_same_reason(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    forbid(monkeypatch, "train", "short_train", "stability_stage")
+def test_a_duplicate_of_a_rejected_candidate_is_rejected_for_the_same_reason() -> None:
     earlier = EvaluationResult("rejected", fingerprint(X_TIMES_X),
                                rejection=Rejection(Stage.STABILITY, "gradient norm 1e+12 > 1e+08 at step 2"))
-    result = evaluate(SQUARE, DIGITS, cache={fingerprint(X_TIMES_X): earlier})
+    result = evaluate(SQUARE, DIGITS, cache={fingerprint(X_TIMES_X): earlier},
+                      **forbidding("train", "short_train", "stability_stage"))
     assert result.status == "rejected"
     assert result.rejection == earlier.rejection
     assert result.duplicate_of == earlier.fingerprint
     assert result.objectives is None
 
 
-def test_a_cache_miss_is_evaluated_and_screening_is_not_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cache_miss_is_evaluated_and_screening_is_not_repeated() -> None:
     relu = zoo_graph("relu")
     screening = screen(relu, DIGITS)
-    forbid(monkeypatch, "screen", "train")
     # A cache with other fingerprints: relu must not be taken for one of them. The full
     # training is forbidden, so the quality stage rejects to stop the test early.
     spec = replace(DIGITS, quality_margin=1.0)
     other = {"0" * 64: EvaluationResult("evaluated", "0" * 64)}
-    result = evaluate(relu, spec, cache=other, screening=screening)
+    result = evaluate(relu, spec, cache=other, screening=screening,
+                      **forbidding("numeric_check", "fingerprint", "train"))
     assert result.status == "rejected" and result.duplicate_of is None
     assert result.rejection is not None and result.rejection.stage is Stage.QUALITY
 
 
-def test_a_divergence_in_the_full_training_is_rejected_with_the_stage_cost_recorded(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_divergence_in_the_full_training_is_rejected_with_the_stage_cost_recorded() -> None:
     def diverging(*args: Any, **kwargs: Any) -> TrainResult:
         time.sleep(0.05)
         return TrainResult("digits", "resnet", 0, 0.0, math.inf, math.inf, 7, 1.0, 0.05, 1,
                            diverged=True, reason="non-finite loss at step 8")
 
-    monkeypatch.setattr(evaluation, "train", diverging)
-    result = evaluate(zoo_graph("bn_relu"), replace(DIGITS, stability=False, quality=False))
+    result = evaluate(zoo_graph("bn_relu"), replace(DIGITS, stability=False, quality=False),
+                      **stages(train=diverging))
     assert result.status == "rejected"
     assert result.rejection == Rejection(Stage.TRAINING, "resnet:digits: diverged (non-finite loss at step 8)")
     costs = dict(result.stage_seconds)
     assert list(costs)[-1] == Stage.TRAINING and costs[Stage.TRAINING] >= 0.05
 
 
-def test_a_time_limit_rejects_as_a_worker_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    forbid(monkeypatch, "train", "short_train")
+def test_a_time_limit_rejects_as_a_worker_failure() -> None:
     spec = replace(DIGITS, time_limit_s=1e-3)
-    result = evaluate(zoo_graph("bn_relu"), spec)
+    result = evaluate(zoo_graph("bn_relu"), spec, **forbidding("train", "short_train"))
     assert result.status == "rejected"
     assert result.rejection is not None
     assert result.rejection.stage is Stage.WORKER
     assert "time limit exceeded during stability" in result.rejection.reason
 
 
-def test_with_steps_cuts_the_quality_training_too(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_steps_cuts_the_quality_training_too() -> None:
     spec = EvalSpec(tasks=(ProxyTask("resnet", "digits"), ProxyTask("transformer", "pydoc_chars")))
     assert spec.quality_steps == 100
     short = with_steps(spec, 3)
@@ -168,10 +164,37 @@ def test_with_steps_cuts_the_quality_training_too(monkeypatch: pytest.MonkeyPatc
         return TrainResult(task, backbone, 0, 0.0, math.inf, math.inf, 0, 1.0, 0.01, 1,
                            diverged=True, reason="stop here")
 
-    forbid(monkeypatch, "train")
-    monkeypatch.setattr(evaluation, "short_train", recording)
-    result = evaluate(zoo_graph("bn_relu"), replace(short, stability=False))
+    result = evaluate(zoo_graph("bn_relu"), replace(short, stability=False),
+                      **stages(train=forbidden, short_train=recording))
     assert ran == [3] and result.rejection is not None and result.rejection.stage is Stage.QUALITY
+
+
+@dataclass(frozen=True)
+class _Planted:
+    """A stage the evaluation does not know: it rejects every candidate after a measurable while."""
+
+    name: Stage = Stage.STABILITY
+    seen: list[str] = field(default_factory=list)
+
+    def enabled(self, spec: EvalSpec) -> bool:
+        return True
+
+    def check(self, trial: Trial) -> Rejection | None:
+        self.seen.append(trial.fingerprint or "")
+        time.sleep(0.02)
+        return Rejection(self.name, "planted")
+
+
+def test_evaluate_walks_an_injected_stage_list_in_order() -> None:
+    planted = _Planted()
+    after = stages(short_train=forbidden, train=forbidden)["stages"]
+    result = evaluate(S0, DIGITS, stages=(planted, *after))
+    assert result.rejection == Rejection(Stage.STABILITY, "planted")
+    assert planted.seen == [fingerprint(S0)]         # it ran once, after the screening
+    names = [stage for stage, _ in result.stage_seconds]
+    assert names == [Stage.STATIC, Stage.NUMERIC, Stage.DUPLICATE, Stage.STABILITY]
+    assert dict(result.stage_seconds)[Stage.STABILITY] >= 0.02
+    assert [s.name for s in EVALUATE_STAGES] == [Stage.STABILITY, Stage.QUALITY, Stage.TRAINING]
 
 
 NO_REJECTION = replace(DIGITS, stability=False, quality=False)  # straight to the 4-step training
@@ -195,9 +218,9 @@ def test_running_out_of_gpu_memory_is_a_rejection_and_the_next_evaluation_runs(
     def out_of_memory(*args: Any, **kwargs: Any) -> TrainResult:
         raise error()
 
-    monkeypatch.setattr(evaluation, "train", out_of_memory)
     ex = InProcessExecutor()
-    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    oom_stages = stages(train=out_of_memory)["stages"]
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION, None, None, oom_stages)
     result = dict(ex.wait())[job]
     assert isinstance(result, EvaluationResult) and result.status == "rejected"
     assert result.rejection is not None and result.rejection.stage is Stage.WORKER
@@ -220,13 +243,13 @@ def test_a_host_memory_error_fails_the_job_as_oom_and_the_executor_carries_on(
     def out_of_memory(*args: Any, **kwargs: Any) -> TrainResult:
         raise MemoryError  # as Python raises it: no message
 
-    monkeypatch.setattr(evaluation, "train", out_of_memory)
+    oom_stages = stages(train=out_of_memory)["stages"]
     # evaluate itself lets it through (the worker's trouble, not the candidate's) ...
     with pytest.raises(MemoryError):
-        evaluate(zoo_graph("bn_relu"), NO_REJECTION)
+        evaluate(zoo_graph("bn_relu"), NO_REJECTION, stages=oom_stages)
     # ... and the executor turns it into an "oom" failure instead of going down
     ex = InProcessExecutor()
-    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION)
+    job = ex.submit(evaluate, zoo_graph("bn_relu"), NO_REJECTION, None, None, oom_stages)
     failure = dict(ex.wait())[job]
     assert isinstance(failure, JobFailure) and failure.kind == "oom"
     assert "memory" in failure.message.lower()
@@ -238,12 +261,11 @@ def test_a_host_memory_error_fails_the_job_as_oom_and_the_executor_carries_on(
     assert isinstance(after, EvaluationResult) and after.status == "evaluated", after.rejection
 
 
-def test_any_exception_in_training_is_a_rejection_at_stage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_any_exception_in_training_is_a_rejection_at_stage_error() -> None:
     def broken(*args: Any, **kwargs: Any) -> TrainResult:
         raise KeyError("no such buffer")
 
-    monkeypatch.setattr(evaluation, "train", broken)
-    result = evaluate(zoo_graph("bn_relu"), NO_REJECTION)
+    result = evaluate(zoo_graph("bn_relu"), NO_REJECTION, **stages(train=broken))
     assert result.status == "rejected"
     # The layer's fault (unlike a timeout or a lost worker), so a duplicate may reuse it.
     assert result.rejection == Rejection(Stage.ERROR, "KeyError: 'no such buffer'")
@@ -261,38 +283,41 @@ class _RaisesOnForward(nn.Module):
         return x[:, :, :, :, 99]  # IndexError: too many indices
 
 
-def test_an_exception_in_the_numeric_check_is_a_numeric_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rejection, "layer_class", lambda *args, **kwargs: _RaisesOnForward)
-    forbid(monkeypatch, "train", "short_train", "stability_stage")
-    screening = screen(S0, DIGITS)
+def test_an_exception_in_the_numeric_check_is_a_numeric_rejection() -> None:
+    def probe_a_raising_layer(graph: Graph, layouts: tuple[str, ...], **kwargs: Any) -> Rejection | None:
+        _RaisesOnForward(8)(torch.randn(2, 8, 4, 4))
+        return None
+
+    injected = stages(numeric_check=probe_a_raising_layer, train=forbidden, short_train=forbidden,
+                      stability_stage=forbidden)
+    screening = screen(S0, DIGITS, injected["screen_stages"])
     assert screening.fingerprint is None and screening.rejection is not None
     assert screening.rejection.stage is Stage.NUMERIC
     assert screening.rejection.reason.startswith("IndexError: too many indices")
     assert [stage for stage, _ in screening.stage_seconds] == [Stage.STATIC, Stage.NUMERIC]
-    result = evaluate(S0, DIGITS)
+    result = evaluate(S0, DIGITS, **injected)
     assert result.status == "rejected" and result.rejection == screening.rejection
 
 
-def test_an_exception_in_the_fingerprint_is_a_rejection(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_exception_in_the_fingerprint_is_a_rejection() -> None:
     def broken(graph: Graph) -> str:
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(evaluation, "fingerprint", broken)
-    result = evaluate(S0, DIGITS)
+    result = evaluate(S0, DIGITS, **stages(fingerprint=broken))
     assert result.status == "rejected"
     assert result.rejection == Rejection(Stage.DUPLICATE, "ZeroDivisionError: division by zero")
     assert [stage for stage, _ in result.stage_seconds] == [Stage.STATIC, Stage.NUMERIC, Stage.DUPLICATE]
 
 
-def test_a_base_exception_is_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_base_exception_is_not_swallowed() -> None:
     def interrupted(*args: Any, **kwargs: Any) -> Rejection | None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(evaluation, "numeric_check", interrupted)
+    injected = stages(numeric_check=interrupted)
     with pytest.raises(KeyboardInterrupt):
-        screen(S0, DIGITS)
+        screen(S0, DIGITS, injected["screen_stages"])
     with pytest.raises(KeyboardInterrupt):
-        evaluate(S0, DIGITS)
+        evaluate(S0, DIGITS, **injected)
 
 
 @pytest.mark.slow  # a private Ray and a worker that imports torch: tens of seconds on a loaded machine

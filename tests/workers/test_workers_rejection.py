@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 import torch
+from stage_fakes import forbidding
 
 from primitives import Graph, layer_class
 from primitives.zoo import ZOO
-from workers import evaluation
 from workers.evaluation import (
     EvalSpec,
     ProxyTask,
@@ -51,13 +51,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
-def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Any training (short or full) fails the test: the candidate must stop before it."""
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a rejected candidate reached training")
-
-    monkeypatch.setattr(evaluation, "train", forbidden)
-    monkeypatch.setattr(evaluation, "short_train", forbidden)
+def no_training() -> dict[str, Any]:
+    """`evaluate(..., **no_training)`: any training (short or full) fails the test."""
+    return forbidding("train", "short_train")
 
 
 def zoo_graph(name: str) -> Graph:
@@ -74,13 +70,13 @@ def zoo_graph(name: str) -> Graph:
     (json.dumps({"nodes": [{"op": "cosh", "inputs": ["x"]}]}), "unknown op 'cosh'"),
     (json.dumps({"nodes": [{"op": "add", "inputs": ["x"]}]}), "add takes 2 input(s)"),
 ])
-def test_static_rejection(text: str, expected: str, no_training: None) -> None:
+def test_static_rejection(text: str, expected: str, no_training: dict[str, Any]) -> None:
     screening = screen(text, DIGITS)
     assert screening.rejection is not None
     assert screening.rejection.stage is Stage.STATIC
     assert expected in screening.rejection.reason
     assert screening.fingerprint is None
-    result = evaluate(text, DIGITS)
+    result = evaluate(text, DIGITS, **no_training)
     assert result.status == "rejected" and result.rejection == screening.rejection
     assert [stage for stage, _ in result.stage_seconds] == [Stage.STATIC]
 
@@ -92,8 +88,8 @@ def test_static_rejection(text: str, expected: str, no_training: None) -> None:
     (MINUS_ITSELF, "constant output"),
     (NAN, "non-finite output"),
 ])
-def test_numeric_rejection(graph: Graph, expected: str, no_training: None) -> None:
-    result = evaluate(graph, DIGITS)
+def test_numeric_rejection(graph: Graph, expected: str, no_training: dict[str, Any]) -> None:
+    result = evaluate(graph, DIGITS, **no_training)
     assert result.status == "rejected"
     assert result.rejection is not None
     assert result.rejection.stage is Stage.NUMERIC
@@ -127,9 +123,9 @@ def test_zoo_layers_pass_screening_on_the_default_tasks(name: str) -> None:
     (EXP_EXP, "non-finite"),
 ])
 def test_exploding_layers_pass_numeric_and_are_caught_at_stability(graph: Graph, expected: str,
-                                                                   no_training: None) -> None:
+                                                                   no_training: dict[str, Any]) -> None:
     assert screen(graph, DIGITS).rejection is None  # the cheap probe cannot see it
-    result = evaluate(graph, DIGITS)
+    result = evaluate(graph, DIGITS, **no_training)
     assert result.status == "rejected"
     assert result.rejection is not None
     assert result.rejection.stage is Stage.STABILITY
@@ -170,19 +166,15 @@ def test_text_chance_is_the_most_frequent_character() -> None:
     assert chance_accuracy("digits") == pytest.approx(0.1)
 
 
-def test_identity_is_rejected_at_quality_on_text(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_is_rejected_at_quality_on_text() -> None:
     """No normalization in the Transformer: it only learns the character frequencies.
 
     It predicts the most frequent character (accuracy = chance, 0.209), under
     the threshold chance + (1 - chance) / 9 = 0.297. (Measured at the full
     100 steps: identity 0.209, layernorm 0.367.)
     """
-    def forbidden(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a rejected candidate reached the full training")
-
-    monkeypatch.setattr(evaluation, "train", forbidden)
     spec = EvalSpec(tasks=(TEXT_TASK,), stability=False, quality_steps=20)
-    result = evaluate(zoo_graph("identity"), spec)
+    result = evaluate(zoo_graph("identity"), spec, **forbidding("train"))
     assert result.status == "rejected"
     assert result.rejection is not None
     assert result.rejection.stage is Stage.QUALITY
