@@ -7,7 +7,7 @@ starting points; any field can be overridden on top.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -15,7 +15,14 @@ from primitives.zoo import ZOO
 from workers.backbones import BACKBONES, backbone_layout
 from workers.data import TASKS, get_task
 from workers.evaluation import EvalSpec, ProxyTask
+from workers.objectives import Objective, objectives_for
 from workers.train import TrainConfig
+
+if TYPE_CHECKING:
+    BackboneName = str
+else:
+    # The backbone registry's names, as a Literal: pydantic checks them and the JSON schema lists them.
+    BackboneName = Literal[tuple(BACKBONES)]
 
 
 class _Strict(BaseModel):
@@ -25,7 +32,7 @@ class _Strict(BaseModel):
 class TaskConfig(_Strict):
     """One proxy task = one objective."""
 
-    backbone: Literal["resnet", "mobilenet", "transformer"]
+    backbone: BackboneName
     task: str = Field(description="Data set: " + ", ".join(TASKS))
     steps: Annotated[int, Field(ge=1, le=10_000_000)] | None = Field(
         None, description="Training steps (default: the task's recipe)")
@@ -172,13 +179,17 @@ class SearchConfig(_Strict):
         return self
 
     @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        return objectives_for(((t.backbone, t.task) for t in self.tasks), self.cost_objective)
+
+    @property
     def objectives(self) -> list[str]:
-        return [f"{t.backbone}:{t.task}" for t in self.tasks] + (["cost"] if self.cost_objective else [])
+        return [o.name for o in self.objective_list]
 
     @property
     def maximise(self) -> list[bool]:
         """Per objective: accuracies are maximised, the cost minimised."""
-        return [True] * len(self.tasks) + ([False] if self.cost_objective else [])
+        return [o.maximise for o in self.objective_list]
 
     def eval_spec(self) -> EvalSpec:
         r = self.rejection

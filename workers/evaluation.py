@@ -33,6 +33,7 @@ from workers.backbones import backbone_layout, build_backbone
 from workers.cost import relative_cost
 from workers.data import ImageData, TextData, get_task
 from workers.executors import worker_name
+from workers.objectives import Objective, objectives_for, task_objective
 from workers.rejection import Rejection, Stage, numeric_check, quality_check, stress_test
 from workers.train import TrainConfig, TrainResult, recipe_for, short_train, train
 
@@ -47,7 +48,7 @@ class ProxyTask:
 
     @property
     def objective(self) -> str:
-        return f"{self.backbone}:{self.task}"
+        return task_objective(self.backbone, self.task)
 
     @property
     def layout(self) -> str:
@@ -90,12 +91,16 @@ class EvalSpec:
     measure_cost: bool = False      # add the layer's relative fwd+bwd time as an objective
 
     @property
+    def objective_list(self) -> tuple[Objective, ...]:
+        return objectives_for(((t.backbone, t.task) for t in self.tasks), self.measure_cost)
+
+    @property
     def objectives(self) -> tuple[str, ...]:
-        return tuple(t.objective for t in self.tasks) + (("cost",) if self.measure_cost else ())
+        return tuple(o.name for o in self.objective_list)
 
     @property
     def maximise(self) -> tuple[bool, ...]:
-        return (True,) * len(self.tasks) + ((False,) if self.measure_cost else ())
+        return tuple(o.maximise for o in self.objective_list)
 
     @property
     def layouts(self) -> tuple[str, ...]:

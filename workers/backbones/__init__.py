@@ -8,7 +8,7 @@ candidate for that layout (`primitives.layer_class(graph, layout)`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -17,7 +17,21 @@ from workers.backbones.mobilenet import MobileNetV2
 from workers.backbones.resnet import ResNet
 from workers.backbones.transformer import GPT, PLACEMENTS
 
-BACKBONES: dict[str, type[ResNet] | type[MobileNetV2] | type[GPT]] = {
+
+class Backbone(Protocol):
+    """What a backbone class is: the layout its candidate sites see, and a constructor called as
+    `(norm_act: NormActFactory, num_classes: int, **config)` (config: the backbone's own keyword
+    arguments, which differ per backbone, hence the open signature)."""
+
+    @property
+    def layout(self) -> str: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+
+# The registry: a new backbone is a module here and one entry below; the search config's choices,
+# the API's list and the evaluation all read this.
+BACKBONES: dict[str, Backbone] = {
     "resnet": ResNet,
     "mobilenet": MobileNetV2,
     "transformer": GPT,
@@ -39,7 +53,7 @@ def build_backbone(name: str, norm_act: NormActFactory, num_classes: int,
     return _get(name)(norm_act, num_classes, **config)
 
 
-def _get(name: str) -> type[ResNet] | type[MobileNetV2] | type[GPT]:
+def _get(name: str) -> Backbone:
     try:
         return BACKBONES[name]
     except KeyError:
@@ -51,6 +65,7 @@ __all__ = [
     "GPT",
     "PLACEMENTS",
     "Affine",
+    "Backbone",
     "MobileNetV2",
     "NormActFactory",
     "ResNet",
