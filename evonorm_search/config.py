@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from evonorm_search.evolution import STRATEGIES
 from primitives.zoo import ZOO
 from workers.backbones import BACKBONES, backbone_layout
 from workers.data import TASKS, get_task
@@ -20,9 +21,11 @@ from workers.train import TrainConfig
 
 if TYPE_CHECKING:
     BackboneName = str
+    StrategyName = str
 else:
-    # The backbone registry's names, as a Literal: pydantic checks them and the JSON schema lists them.
+    # The registries' names, as Literals: pydantic checks them and the JSON schema lists them.
     BackboneName = Literal[tuple(BACKBONES)]
+    StrategyName = Literal[tuple(STRATEGIES)]
 
 
 class _Strict(BaseModel):
@@ -95,7 +98,7 @@ def _default_rungs() -> list[RungConfig]:
 
 class SearchConfig(_Strict):
     name: str = Field("search", min_length=1, max_length=200)
-    strategy: Literal["evolution", "random"] = "evolution"
+    strategy: StrategyName = "evolution"
     budget: int = Field(200, ge=1, le=10_000_000, description="Candidates to generate")
     population_size: int = Field(64, ge=1, le=1_000_000)
     tournament_size: int = Field(8, ge=1, le=1_000_000)

@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from evonorm_search.pareto import nondominated
 from primitives import Graph
 from primitives.mutation import mutate, random_graph
+from primitives.zoo import ZOO
+
+if TYPE_CHECKING:
+    from evonorm_search.config import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,18 @@ class Proposal:
 
 def proposal_rng(seed: int, k: int) -> random.Random:
     return random.Random(f"evonorm:{seed}:{k}")
+
+
+class Strategy(Protocol):
+    """What the runner drives: `propose(k)` the k-th candidate of the search (reproducible from the
+    seed and the results told so far), `tell` an evaluated one, `revise` one whose estimates changed."""
+
+    def propose(self, k: int) -> Proposal: ...
+
+    def tell(self, individual: Individual) -> None: ...
+
+    def revise(self, individual: Individual) -> None:
+        """A member's objectives were re-estimated (it climbed a funnel rung)."""
 
 
 class RandomSearch:
@@ -105,3 +122,38 @@ class AgingEvolution(RandomSearch):
         child, mutation = mutate(parent.graph, rng, batch_independent=self.batch_independent,
                                  rewire_prob=self.rewire_prob)
         return Proposal(child, (parent.candidate_id,), mutation.description, "mutation")
+
+
+# -- the registry: a search config's `strategy` names one of these -----------------------------------
+
+Seeds = Sequence[tuple[str, Graph]]
+STRATEGIES: dict[str, Callable[[SearchConfig, Seeds], Strategy]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[SearchConfig, Seeds], Strategy]],
+                                    Callable[[SearchConfig, Seeds], Strategy]]:
+    """Register a factory `(config, zoo seeds) -> Strategy` under a name the config accepts."""
+    def add(factory: Callable[[SearchConfig, Seeds], Strategy]) -> Callable[[SearchConfig, Seeds], Strategy]:
+        STRATEGIES[name] = factory
+        return factory
+
+    return add
+
+
+@register("evolution")
+def _evolution(config: SearchConfig, seeds: Seeds) -> Strategy:
+    return AgingEvolution(
+        population_size=config.population_size, tournament_size=config.tournament_size,
+        maximise=config.maximise, seed=config.seed, batch_independent=config.batch_independent,
+        rewire_prob=config.rewire_prob, seeds=seeds)
+
+
+@register("random")
+def _random(config: SearchConfig, seeds: Seeds) -> Strategy:
+    return RandomSearch(seed=config.seed, batch_independent=config.batch_independent, seeds=seeds)
+
+
+def make_strategy(config: SearchConfig) -> Strategy:
+    """The config's strategy, seeded with its zoo layers (those in the search space)."""
+    seeds = [(n, g) for n in config.seed_with_zoo if (g := ZOO[n].graph) is not None]
+    return STRATEGIES[config.strategy](config, seeds)

@@ -63,7 +63,7 @@ from db.records import (
     SearchStatus,
 )
 from evonorm_search.config import SearchConfig
-from evonorm_search.evolution import AgingEvolution, Individual, Proposal, RandomSearch
+from evonorm_search.evolution import Individual, Proposal, Strategy, make_strategy
 from evonorm_search.funnel import Funnel
 from evonorm_search.lease import Lease, LeaseLost
 from primitives import Graph, structural_hash
@@ -127,16 +127,7 @@ class SearchRunner:
         self.config = SearchConfig.model_validate(search.config)
         self.spec: EvalSpec = self.config.eval_spec()
         self.maximise = self.config.maximise
-        seeds = [(n, ZOO[n].graph) for n in self.config.seed_with_zoo]
-        self.strategy: RandomSearch
-        if self.config.strategy == "evolution":
-            self.strategy = AgingEvolution(
-                population_size=self.config.population_size, tournament_size=self.config.tournament_size,
-                maximise=self.maximise, seed=self.config.seed, batch_independent=self.config.batch_independent,
-                rewire_prob=self.config.rewire_prob, seeds=[(n, g) for n, g in seeds if g is not None])
-        else:
-            self.strategy = RandomSearch(seed=self.config.seed, batch_independent=self.config.batch_independent,
-                                         seeds=[(n, g) for n, g in seeds if g is not None])
+        self.strategy: Strategy = make_strategy(self.config)
         self.progress = Progress(budget=self.config.budget)
         self.funnel = Funnel(self.spec, [(r.steps_frac, r.seeds, r.promote) for r in self.config.rungs],
                              self.config.seed, self.maximise)

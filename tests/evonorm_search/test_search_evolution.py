@@ -105,3 +105,18 @@ def test_batch_independent_children_have_no_batch_statistics() -> None:
 def test_tournament_larger_than_population_is_refused() -> None:
     with pytest.raises(ValueError, match="tournament_size"):
         AgingEvolution(population_size=2, tournament_size=3, maximise=[True])
+
+
+def test_the_config_offers_the_registered_strategies_and_the_runner_builds_them() -> None:
+    from evonorm_search.config import SearchConfig
+    from evonorm_search.evolution import STRATEGIES, AgingEvolution, RandomSearch, make_strategy
+
+    schema = SearchConfig.model_json_schema()
+    assert schema["properties"]["strategy"]["enum"] == list(STRATEGIES) == ["evolution", "random"]
+    built = {name: make_strategy(SearchConfig(strategy=name, seed_with_zoo=["bn_relu", "layernorm"]))
+             for name in STRATEGIES}
+    assert type(built["evolution"]) is AgingEvolution and type(built["random"]) is RandomSearch
+    first = built["random"].propose(0)
+    assert first.origin == "seed:bn_relu" and built["random"].propose(1).origin == "seed:layernorm"
+    with pytest.raises(ValueError, match="strategy"):
+        SearchConfig.model_validate({"strategy": "annealing"})
