@@ -22,11 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
-import numpy as np
-
 from db import CandidateRecord, EventKind, EventRecord, Store
-from evonorm_search.pareto import hypervolume
-from evonorm_search.summary import front_order
+from evonorm_search.pareto import Front, front_order
 from primitives import Graph, formula
 
 EVENT_BATCH = 5000          # events read per query while catching up
@@ -71,11 +68,9 @@ class FrontTracker:
     def __init__(self, search_id: int, maximise: list[bool]) -> None:
         self.search_id = search_id
         self.maximise = list(maximise)
-        self._signs = np.array([1.0 if m else -1.0 for m in self.maximise])
         self._lock = threading.Lock()
         self._last_event = 0
-        self._ids: list[int] = []
-        self._points = np.zeros((0, len(self.maximise)))     # front, in "larger is better" units
+        self._front = Front(self.maximise)
         self._hv = 0.0
         self._dirty = False          # the front changed since self._hv was computed
         self._finished = 0
@@ -105,25 +100,18 @@ class FrontTracker:
                 self._snapshot = self._make_snapshot()
             return self._snapshot
 
-    def _point(self, p: dict[str, object]) -> np.ndarray | None:
-        """The front point an event brings (larger-is-better units), if any."""
+    def _point(self, p: dict[str, object]) -> list[float] | None:
+        """The front point an event brings, if any."""
         objectives = p.get("objectives")
         if (p.get("status") == "evaluated" and p.get("reused_from") is None and isinstance(objectives, list)
                 and len(objectives) == len(self.maximise)):
-            return np.asarray(objectives, dtype=float) * self._signs
+            return [float(v) for v in objectives]
         return None
 
     def _undominated(self, events: list[EventRecord]) -> set[int]:
-        """Ids of the events whose point the current front does not dominate (one vectorized test).
-
-        Exact: the front only improves, so a point dominated now was dominated when it arrived.
-        """
+        """Ids of the events whose point the current front does not dominate (one vectorized test)."""
         rows = [(e.id, q) for e in events if (q := self._point(e.payload)) is not None]
-        if not rows or not len(self._points):
-            return {i for i, _ in rows}
-        q = np.stack([r[1] for r in rows])[:, None, :]                 # (n, 1, m)
-        f = self._points[None, :, :]                                   # (1, k, m)
-        dominated = np.any(np.all(f >= q, axis=2) & np.any(f > q, axis=2), axis=1)
+        dominated = self._front.dominated([q for _, q in rows])
         return {i for (i, _), d in zip(rows, dominated, strict=True) if not d}
 
     def _finish(self, candidate_id: int, p: dict[str, object], at: datetime, may_enter: bool) -> None:
@@ -132,8 +120,8 @@ class FrontTracker:
         if p.get("status") == "evaluated" and p.get("objectives") is not None:
             self._evaluated += 1
             q = self._point(p) if may_enter else None
-            if q is not None:
-                self._add(candidate_id, q)
+            if q is not None and self._front.add(candidate_id, q):
+                self._dirty = True
         else:
             self._rejected += 1
             self._by_stage[str(p.get("rejection_stage") or "?")] += 1
@@ -141,23 +129,9 @@ class FrontTracker:
         if self._dirty and self._finished - last >= max(1, self._finished // 200):
             self._record(at)
 
-    def _add(self, candidate_id: int, q: np.ndarray) -> None:
-        """Insert a point unless the front dominates it; drop the members it dominates."""
-        front = self._points
-        if len(front):
-            if np.any(np.all(front >= q, axis=1) & np.any(front > q, axis=1)):
-                return
-            keep = ~(np.all(q >= front, axis=1) & np.any(q > front, axis=1))
-            if not keep.all():
-                front = front[keep]
-                self._ids = [i for i, k in zip(self._ids, keep, strict=True) if k]
-        self._points = np.vstack([front, q[None, :]])
-        self._ids.append(candidate_id)
-        self._dirty = True
-
     def _current_hv(self) -> float:
         if self._dirty:
-            self._hv = hypervolume((self._points * self._signs).tolist(), self.maximise)
+            self._hv = self._front.hypervolume()
             self._dirty = False
         return self._hv
 
@@ -171,8 +145,7 @@ class FrontTracker:
         history = list(self._history)
         if not history or history[-1].finished < self._finished:
             history.append(HistoryPoint(self._finished, self._evaluated, hv, self._last_at))
-        members = [FrontPoint(i, tuple(float(v) for v in p * self._signs))
-                   for i, p in zip(self._ids, self._points, strict=True)]
+        members = [FrontPoint(i, p) for i, p in zip(self._front.keys, self._front.points, strict=True)]
         members.sort(key=lambda m: front_order(m.objectives, self.maximise))   # as `summary` orders a front
         return FrontSnapshot(
             search_id=self.search_id, last_event_id=self._last_event,

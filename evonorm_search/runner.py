@@ -66,6 +66,7 @@ from evonorm_search.config import SearchConfig
 from evonorm_search.evolution import Individual, Proposal, Strategy, make_strategy
 from evonorm_search.funnel import Funnel
 from evonorm_search.lease import Lease, LeaseLost
+from evonorm_search.pareto import maximised_mean
 from primitives import Graph, structural_hash
 from primitives.zoo import ZOO
 from workers.evaluation import EvalSpec, Screening, screen
@@ -280,7 +281,7 @@ class SearchRunner:
     def _note_best(self, objectives: tuple[float, ...]) -> None:
         """The best estimate shown so far (any rung's), by mean accuracy."""
         best = self.progress.best
-        if best is None or _maximised_mean(objectives, self.maximise) > _maximised_mean(best, self.maximise):
+        if best is None or maximised_mean(objectives, self.maximise) > maximised_mean(best, self.maximise):
             self.progress.best = tuple(objectives)
 
     def _breeds(self, c: CandidateRecord) -> bool:
@@ -547,9 +548,3 @@ def _cacheable(c: CandidateRecord) -> bool:
     cancellation is not the layer's fault, so it is not.
     """
     return c.status is CandidateStatus.EVALUATED or c.rejection_stage not in _NOT_THE_LAYERS_FAULT
-
-
-def _maximised_mean(values: tuple[float, ...] | list[float], maximise: list[bool]) -> float:
-    """Mean of the maximised objectives (the accuracies); a minimised cost does not count."""
-    kept = [v for v, up in zip(values, maximise, strict=False) if up]
-    return sum(kept) / max(1, len(kept))

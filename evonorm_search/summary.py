@@ -7,7 +7,7 @@ from pathlib import Path
 
 from db import CandidateRecord, CandidateStatus, Store
 from evonorm_search.config import SearchConfig
-from evonorm_search.pareto import hypervolume, nondominated
+from evonorm_search.pareto import front_order, hypervolume, nondominated
 from primitives import Graph, formula
 from primitives.export import ExportFormat, export_bytes
 
@@ -44,14 +44,6 @@ def pareto_front(rows: list[CandidateRecord], maximise: list[bool]) -> list[Fron
         g = Graph.loads(c.graph)
         members.append(FrontMember(c.id, formula(g), points[i], c.mutation or "", g))
     return sorted(members, key=lambda m: (*front_order(m.objectives, maximise), m.candidate_id))
-
-
-def front_order(objectives: tuple[float, ...], maximise: list[bool]) -> tuple[float, float]:
-    """Sort key of a front member: highest total of the maximised objectives (the accuracies)
-    first; ties go to the lowest total of the minimised ones (the cost)."""
-    up = sum(v for v, m in zip(objectives, maximise, strict=False) if m)
-    down = sum(v for v, m in zip(objectives, maximise, strict=False) if not m)
-    return (-up, down)
 
 
 def hypervolume_history(rows: list[CandidateRecord], maximise: list[bool], points: int = 50

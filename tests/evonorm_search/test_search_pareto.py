@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evonorm_search.pareto import hypervolume, nondominated, pareto_ranks, reference_point
+from evonorm_search.pareto import Front, hypervolume, nondominated, pareto_ranks, reference_point
 
 
 def dominates(a: tuple[float, ...], b: tuple[float, ...], maximise: list[bool]) -> bool:
@@ -96,3 +96,19 @@ def test_hypervolume_known_values() -> None:
 
 def test_reference_point_directions() -> None:
     assert reference_point([True, False], cost_worst=5.0) == [0.0, 5.0]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]), st.sampled_from([0.0, 0.5, 1.0]),
+                          st.sampled_from([0.5, 1.0, 2.0])), max_size=25),
+       st.sampled_from([[True, True, False], [True, True, True], [False, True, False]]))
+def test_the_incremental_front_is_the_front_of_everything_added(points: list[tuple[float, ...]],
+                                                                 maximise: list[bool]) -> None:
+    front = Front(maximise)
+    for i, p in enumerate(points):
+        dominated = front.dominated([p])[0]
+        entered = front.add(i, p)
+        assert entered is not dominated          # the vectorized test and moocore agree
+    assert front.keys == brute_front(points, maximise)   # duplicates of a front point kept, in order
+    assert front.points == [points[i] for i in front.keys]
+    assert front.hypervolume() == pytest.approx(hypervolume([points[i] for i in front.keys], maximise))
