@@ -82,9 +82,11 @@ def export(
     layout: Annotated[Layout, typer.Option(help="nchw (images) or tokens (B, T, C).")] = Layout.NCHW,
 ) -> None:
     """Write a layer as a standalone .py, a TorchScript .pt or a torch.export .pt2."""
+    from evonorm_search.domain import layer_name
+
     graph, name, eps = resolve_graph(layer)
     data = export_bytes(graph, fmt, num_features=channels, layout=layout.value, name=name, eps=eps)
-    path = output or Path(f"{name or 'layer_' + structural_hash(graph)[:8]}{fmt.suffix}")
+    path = output or Path(f"{name or layer_name(graph)}{fmt.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     console.print(f"wrote {path} ({len(data):,} bytes): {formula(graph)}")
@@ -199,15 +201,11 @@ def _yaml(text: str) -> Any:
 
 
 def _executor(kind: str | None, ray_address: str | None, config: Any) -> Any:
+    from evonorm_search.config import search_executor
     from evonorm_search.settings import get_settings
-    from workers.executors import make_executor
 
     settings = get_settings()
-    kind = kind or settings.executor
-    address = ray_address or settings.ray_address
-    if kind == "ray":
-        return make_executor("ray", address=address, num_cpus=config.num_cpus, num_gpus=config.num_gpus)
-    return make_executor(kind)
+    return search_executor(config, kind or settings.executor, ray_address or settings.ray_address)
 
 
 @app.command()
@@ -231,14 +229,14 @@ def run(
 
     if resume is not None:
         from db import NotFoundError
-        from evonorm_search.config import SearchConfig
+        from evonorm_search.domain import search_config
 
         store = _open_store(db, create=False)  # resuming needs the database the search is in
         try:
             search = store.get_search(resume)
         except NotFoundError:
             raise fail(f"--resume: no search {resume}") from None
-        cfg = SearchConfig.model_validate(search.config)
+        cfg = search_config(search)
     else:  # a bad config is refused before any database is touched
         cfg = _load_search_config(config, preset, {"budget": budget, "strategy": strategy, "seed": seed})
         store = _open_store(db)
@@ -299,11 +297,11 @@ class _progress:
 
 
 def _print_front(store: Any, search_id: int) -> None:
-    from evonorm_search.config import SearchConfig
-    from evonorm_search.summary import baselines, evaluated, pareto_front
+    from evonorm_search.domain import SearchView, baselines, search_config
+    from evonorm_search.summary import evaluated, pareto_front
 
     search = store.get_search(search_id)
-    cfg = SearchConfig.model_validate(search.config)
+    cfg = search_config(search)
     rows = evaluated(store, search_id)
     front = pareto_front(rows, cfg.maximise)
     what = "validation accuracy per task"
@@ -317,8 +315,7 @@ def _print_front(store: Any, search_id: int) -> None:
     table.add_column("origin")
     for m in front:
         table.add_row(str(m.candidate_id), m.formula, *(f"{v:.4f}" for v in m.objectives), m.origin[:40])
-    base = baselines(store, search_id, cfg)
-    for name, c in base.items():
+    for name, c in baselines(store, SearchView.of(search)):
         scores = [f"{v:.4f}" for v in c.objectives] if c.objectives else \
             [f"rejected: {c.rejection_stage}"] + [""] * (len(cfg.objectives) - 1)
         table.add_row(f"[dim]{c.id}[/]", f"[dim]zoo {name}[/]", *scores, "[dim]baseline[/]")
@@ -326,11 +323,11 @@ def _print_front(store: Any, search_id: int) -> None:
 
 
 def _summary(store: Any, search_id: int) -> dict[str, Any]:
-    from evonorm_search.config import SearchConfig
-    from evonorm_search.summary import baselines, evaluated, hypervolume_history, pareto_front
+    from evonorm_search.domain import SearchView, baselines, search_config
+    from evonorm_search.summary import evaluated, hypervolume_history, pareto_front
 
     search = store.get_search(search_id)
-    cfg = SearchConfig.model_validate(search.config)
+    cfg = search_config(search)
     maximise = cfg.maximise
     rows = evaluated(store, search_id)
     return {
@@ -342,7 +339,7 @@ def _summary(store: Any, search_id: int) -> dict[str, Any]:
                   for m in pareto_front(rows, maximise)],
         "baselines": {name: {"id": c.id, "objectives": c.objectives, "status": c.status,
                              "rejection_stage": c.rejection_stage}
-                      for name, c in baselines(store, search_id, cfg).items()},
+                      for name, c in baselines(store, SearchView.of(search))},
         "hypervolume_history": hypervolume_history(rows, maximise),
     }
 

@@ -16,6 +16,7 @@ from primitives.zoo import ZOO
 from workers.backbones import BACKBONES, backbone_layout
 from workers.data import TASKS, get_task
 from workers.evaluation import EvalSpec, ProxyTask
+from workers.executors import Executor, make_executor
 from workers.objectives import Objective, objectives_for
 from workers.train import TrainConfig
 
@@ -236,6 +237,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         "heldout_tasks": [{"backbone": "resnet", "task": "cifar100", "steps": 4000}],
     },
 }
+
+
+def search_executor(config: SearchConfig, kind: str, address: str | None = None) -> Executor:
+    """The executor a search's evaluations run on: in-process, or Ray with the config's resources per
+    evaluation (`address`: join that cluster; None: the Ray already started, or a local one)."""
+    if kind == "ray":
+        return make_executor("ray", address=address, num_cpus=config.num_cpus, num_gpus=config.num_gpus)
+    return make_executor(kind)
+
+
+def backbone_layouts() -> dict[str, str]:
+    """Each backbone a task may name, with the layout its candidates see (what a launch form offers)."""
+    return {name: backbone_layout(name) for name in BACKBONES}
+
+
+def task_kinds() -> dict[str, str]:
+    """Each data set a task may name, with its kind (image, text)."""
+    return {name: task.kind for name, task in TASKS.items()}
 
 
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from db import CandidateStatus, LeaseError, SearchRecord, SearchStatus, Store, TransitionError
-from evonorm_search.config import SearchConfig
+from evonorm_search.config import SearchConfig, search_executor
+from evonorm_search.domain import search_config
 from evonorm_search.runner import Progress, SearchRunner, cancelled_outcome
 from evonorm_search.summary import export_winners, winners_dir
-from workers.executors import Executor, Outcome, make_executor
+from workers.executors import Executor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class Coordinator:
             search = self._runner_store.get_search(search_id)
             if search.status not in (SearchStatus.QUEUED, SearchStatus.RUNNING):
                 return  # paused or cancelled before its runner started
-            config = SearchConfig.model_validate(search.config)
+            config = search_config(search)
             executor = _StoppableExecutor(self.executor_factory(config), self._stop)
             kwargs = {"on_progress": lambda p: self._on_progress(search_id, p), **self.runner_kwargs}
             runner = SearchRunner(self._runner_store, search_id, executor, **kwargs)
@@ -354,11 +355,9 @@ class Coordinator:
 
     # -- executors --------------------------------------------------------------------
     def _default_executor(self, config: SearchConfig) -> Executor:
-        if self.executor == "inprocess":
-            return make_executor("inprocess")
-        self._ensure_ray()
-        return make_executor("ray", address=self.ray_address, num_cpus=config.num_cpus,
-                             num_gpus=config.num_gpus)
+        if self.executor == "ray":
+            self._ensure_ray()
+        return search_executor(config, self.executor, self.ray_address)
 
     def _ensure_ray(self) -> None:
         """One `ray.init` for all runners, owned by the coordinator (shut down in `stop`)."""

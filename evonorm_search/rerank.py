@@ -43,6 +43,8 @@ from rich.table import Table
 
 from db import NewRerankResult, RerankRecord, Store
 from evonorm_search.config import SearchConfig
+from evonorm_search.domain import search_config
+from evonorm_search.pareto import maximised_mean
 from evonorm_search.summary import evaluated, pareto_front
 from primitives import Graph, formula, layer_class
 from primitives.zoo import ZOO
@@ -120,10 +122,10 @@ class Trial:
 def select_layers(store: Store, search_id: int, top_k: int,
                   baselines: Sequence[str] = BASELINES) -> list[RerankLayer]:
     """The front's `top_k` best by mean accuracy over objectives, then the zoo baselines."""
-    config = SearchConfig.model_validate(store.get_search(search_id).config)
+    config = search_config(store.get_search(search_id))
     n_acc = len(config.tasks)  # accuracies come first; a cost objective (minimised) is left out
     front = pareto_front(evaluated(store, search_id), config.maximise)
-    front.sort(key=lambda m: (-statistics.fmean(m.objectives[:n_acc]), m.candidate_id))
+    front.sort(key=lambda m: (-maximised_mean(m.objectives, config.maximise), m.candidate_id))
     out: list[RerankLayer] = []
     for m in front:
         if len(out) == top_k:
@@ -285,7 +287,7 @@ def run_rerank(store: Store, search_id: int, settings: RerankSettings, *, ray_ad
     """Retrain, rank and record; returns the rows written (one per layer and objective)."""
     import ray
 
-    config = SearchConfig.model_validate(store.get_search(search_id).config)
+    config = search_config(store.get_search(search_id))
     layers = select_layers(store, search_id, settings.top_k, settings.baselines)
     plan = task_plan(config, settings)
     # Tune's newer console output prints a status box even at verbose=0; the

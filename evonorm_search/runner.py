@@ -62,12 +62,12 @@ from db.records import (
     SearchRecord,
     SearchStatus,
 )
-from evonorm_search.config import SearchConfig
+from evonorm_search.domain import CandidateView, search_config
 from evonorm_search.evolution import Individual, Proposal, Strategy, make_strategy
 from evonorm_search.funnel import Funnel
 from evonorm_search.lease import Lease, LeaseLost
 from evonorm_search.pareto import maximised_mean
-from primitives import Graph, structural_hash
+from primitives import structural_hash
 from primitives.zoo import ZOO
 from workers.evaluation import EvalSpec, Screening, screen
 from workers.executors import Executor, JobFailure
@@ -125,7 +125,7 @@ class SearchRunner:
         self.status_poll_s = status_poll_s
 
         search = store.get_search(search_id)
-        self.config = SearchConfig.model_validate(search.config)
+        self.config = search_config(search)
         self.spec: EvalSpec = self.config.eval_spec()
         self.maximise = self.config.maximise
         self.strategy: Strategy = make_strategy(self.config)
@@ -208,7 +208,7 @@ class SearchRunner:
                 if self.spec.measure_cost:
                     self.funnel.cost[c.id] = c.objectives[-1]
             if self._breeds(c):
-                self.strategy.tell(Individual(c.id, Graph.loads(c.graph), tuple(c.objectives)))
+                self.strategy.tell(Individual(c.id, CandidateView(c).graph, tuple(c.objectives)))
             self._note_best(c.objectives)
         else:
             self.progress.rejected += 1
@@ -463,7 +463,7 @@ class SearchRunner:
         if rec.objectives is not None:
             self._note_best(rec.objectives)
             if self._breeds(rec):
-                self.strategy.revise(Individual(rec.id, Graph.loads(rec.graph), tuple(rec.objectives)))
+                self.strategy.revise(Individual(rec.id, CandidateView(rec).graph, tuple(rec.objectives)))
         self._queue_climbs()
 
     def _finish(self, outcomes: list[CandidateOutcome]) -> None:

@@ -6,23 +6,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db import CandidateRecord, CandidateStatus, Store
-from evonorm_search.config import SearchConfig
+from evonorm_search.domain import CandidateView, search_config
 from evonorm_search.pareto import front_order, hypervolume, nondominated
-from primitives import Graph, formula
+from primitives import Graph
 from primitives.export import ExportFormat, export_bytes
 
 
 @dataclass(frozen=True)
 class FrontMember:
-    candidate_id: int
-    formula: str
+    candidate: CandidateView
     objectives: tuple[float, ...]
-    origin: str          # "seed:bn_relu", "mutation ...", "random"
-    graph: Graph
+
+    @property
+    def candidate_id(self) -> int:
+        return self.candidate.id
+
+    @property
+    def formula(self) -> str:
+        return self.candidate.formula
+
+    @property
+    def origin(self) -> str:
+        """"seed:bn_relu", "mutation ...", "random"."""
+        return self.candidate.origin
+
+    @property
+    def graph(self) -> Graph:
+        return self.candidate.graph
 
     @property
     def zoo_name(self) -> str | None:
-        return self.origin.split(":", 1)[1] if self.origin.startswith("seed:") else None
+        return self.candidate.zoo_name
 
 
 def evaluated(store: Store, search_id: int) -> list[CandidateRecord]:
@@ -41,8 +55,7 @@ def pareto_front(rows: list[CandidateRecord], maximise: list[bool]) -> list[Fron
         if c.reused_from is not None and points[i] in seen:
             continue
         seen.add(points[i])
-        g = Graph.loads(c.graph)
-        members.append(FrontMember(c.id, formula(g), points[i], c.mutation or "", g))
+        members.append(FrontMember(CandidateView(c), points[i]))
     return sorted(members, key=lambda m: (*front_order(m.objectives, maximise), m.candidate_id))
 
 
@@ -61,30 +74,16 @@ def hypervolume_history(rows: list[CandidateRecord], maximise: list[bool], point
     return out
 
 
-def baselines(store: Store, search_id: int, config: SearchConfig) -> dict[str, CandidateRecord]:
-    """Zoo layers seeded into the search, trained with its recipe (evaluated or rejected).
-
-    Seeds are the search's first proposals, so they are its first rows.
-    """
-    first = store.list_candidates(search_id, limit=max(1, len(config.seed_with_zoo)))
-    seeded = [c for c in first if (c.mutation or "").startswith("seed:")]
-    return {(c.mutation or "").split(":", 1)[1]: c for c in seeded}
-
-
-def objective_names(config: SearchConfig) -> list[str]:
-    return config.objectives
-
-
 def winners_dir(export_dir: Path, search_id: int) -> Path:
     return export_dir / f"search-{search_id}" / "winners"
 
 
 def export_winners(store: Store, search_id: int, out: Path) -> list[Path]:
     """Write every layer on the search's Pareto front to `out` as a standalone .py module."""
-    cfg = SearchConfig.model_validate(store.get_search(search_id).config)
+    cfg = search_config(store.get_search(search_id))
     paths = []
     for m in pareto_front(evaluated(store, search_id), cfg.maximise):
-        name = m.zoo_name or f"candidate_{m.candidate_id}"
+        name = m.candidate.module_name
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{name}.py"
         path.write_bytes(export_bytes(m.graph, ExportFormat.PY, name=name, eps=cfg.eps))
