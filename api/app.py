@@ -28,7 +28,7 @@ from api.deps import AppState
 from api.metrics import Metrics, MetricsMiddleware
 from api.routes import candidates, dashboard, events, graphs, searches, system, zoo
 from api.routes.graphs import GraphFieldError
-from api.views import field_loc, maximise_of
+from api.views import field_loc, snapshot
 from db import NotFoundError, RetryableStoreError, Store, StoreError, TransitionError, open_store
 from evonorm_search.coordinator import Coordinator, ExecutorFactory
 from evonorm_search.live import CandidateCache, LiveFronts
@@ -62,7 +62,7 @@ TAGS = [
 def _warm(state: AppState, n: int) -> None:
     try:
         for search in state.store.list_searches(limit=n):
-            state.fronts.snapshot(search.id, maximise_of(state, search))
+            snapshot(state, search)
     except Exception:  # only a head start: a read does the same work when it needs it
         log.debug("warming the fronts failed", exc_info=True)
 

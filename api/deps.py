@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.metrics import Metrics
 from db import Store
-from evonorm_search.config import SearchConfig
 from evonorm_search.coordinator import Coordinator
 from evonorm_search.live import CandidateCache, LiveFronts
 from evonorm_search.settings import Settings
@@ -27,7 +26,6 @@ class AppState:
     fronts: LiveFronts
     candidates: CandidateCache
     metrics: Metrics
-    configs: dict[int, SearchConfig | None] = field(default_factory=dict)   # search id -> its parsed config
 
 
 def get_state(request: Request) -> AppState:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import anyio
 from fastapi.responses import Response
 
-from primitives import Graph, structural_hash
+from evonorm_search.domain import layer_name
+from evonorm_search.lru import LockedLRU
+from primitives import Graph
 from primitives.export import ExportFormat, export_bytes
 
 MEDIA = {ExportFormat.PY: "text/x-python; charset=utf-8", ExportFormat.TORCHSCRIPT: "application/octet-stream",
@@ -16,30 +15,23 @@ MEDIA = {ExportFormat.PY: "text/x-python; charset=utf-8", ExportFormat.TORCHSCRI
 
 # Tracing is CPU-heavy (torch.export takes ~0.5 s): at most two at a time, the rest wait.
 _TRACE_LIMIT = anyio.CapacityLimiter(2)
-_CACHE: OrderedDict[tuple[object, ...], bytes] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 64
+_CACHE: LockedLRU[tuple[object, ...], bytes] = LockedLRU(64)
 
 
 def _cached_export(graph: Graph, fmt: ExportFormat, layout: str, num_features: int, name: str,
                    eps: float) -> bytes:
     key = (graph.dumps(), fmt, layout, num_features, name, eps)
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    data = export_bytes(graph, fmt, num_features=num_features, layout=layout, name=name, eps=eps)
-    with _CACHE_LOCK:
-        _CACHE[key] = data
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+    data = _CACHE.get(key)
+    if data is None:   # traced outside the lock: torch.export takes ~0.5 s
+        data = _CACHE.put(key, export_bytes(graph, fmt, num_features=num_features, layout=layout, name=name,
+                                            eps=eps))
     return data
 
 
 async def export_response(graph: Graph, fmt: ExportFormat, *, layout: str, num_features: int,
                           name: str | None, eps: float) -> Response:
     fmt = ExportFormat(fmt)
-    stem = name or f"layer_{structural_hash(graph)[:8]}"
+    stem = name or layer_name(graph)
     if fmt is ExportFormat.PY:
         data = _cached_export(graph, fmt, layout, num_features, stem, eps)
     else:

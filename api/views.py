@@ -18,55 +18,24 @@ from api.schemas import (
     StatusCounts,
 )
 from db import CandidateRecord, CandidateStatus, SearchRecord
-from evonorm_search.config import SearchConfig
-from evonorm_search.live import graph_formula
-from primitives.compile import class_name_for
-from primitives.graph import Graph
+from evonorm_search.domain import CandidateView, SearchView
+from evonorm_search.domain import baselines as seeded_baselines
+from evonorm_search.live import FrontSnapshot
 
 LINEAGE_DEPTH = 100
 
 
-def config_of(state: AppState, s: SearchRecord) -> SearchConfig | None:
-    """The search's config, parsed once (None if it no longer validates: an old search, a changed schema)."""
-    if s.id not in state.configs:
-        try:
-            state.configs[s.id] = SearchConfig.model_validate(s.config)
-        except ValueError:
-            state.configs[s.id] = None
-    return state.configs[s.id]
-
-
-def objectives_of(state: AppState, s: SearchRecord) -> list[str]:
-    config = config_of(state, s)
-    if config is not None:
-        return config.objectives
-    tasks = s.config.get("tasks") or []
-    return [f"{t.get('backbone')}:{t.get('task')}" for t in tasks if isinstance(t, dict)]
-
-
-def maximise_of(state: AppState, s: SearchRecord) -> list[bool]:
-    """Per objective: accuracies are maximised, a cost is minimised."""
-    config = config_of(state, s)
-    if config is not None:
-        return config.maximise
-    return [name != "cost" for name in objectives_of(state, s)]
-
-
-def seeds_of(config: dict[str, Any]) -> list[str]:
-    seeds = config.get("seed_with_zoo") or []
-    return [s for s in seeds if isinstance(s, str)]
-
-
 def search_public(state: AppState, s: SearchRecord) -> SearchPublic:
-    return SearchPublic(**_search_fields(state, s))
+    return SearchPublic(**_search_fields(state, SearchView.of(s)))
 
 
-def _search_fields(state: AppState, s: SearchRecord) -> dict[str, Any]:
+def _search_fields(state: AppState, view: SearchView) -> dict[str, Any]:
+    s = view.record
     return dict(
         id=s.id, name=s.name, status=s.status, seed=s.seed, error=s.error, num_candidates=s.num_candidates,
         num_evaluated=s.num_evaluated, num_rejected=s.num_rejected, created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, updated_at=s.updated_at,
-        objectives=objectives_of(state, s), maximise=maximise_of(state, s),
+        objectives=view.objective_names, maximise=view.maximise,
         budget=int(s.config.get("budget", 0)),
         strategy=str(s.config.get("strategy", "")), active=state.coordinator.is_running(s.id),
         runner=s.runner, runner_heartbeat=s.runner_heartbeat, config=s.config)
@@ -89,65 +58,50 @@ def status_counts(state: AppState, s: SearchRecord) -> StatusCounts:
                         rejected=s.num_rejected)
 
 
+def snapshot(state: AppState, s: SearchRecord) -> FrontSnapshot:
+    """The search's live front (and counts by rejection stage)."""
+    return state.fronts.snapshot(s.id, SearchView.of(s).maximise)
+
+
 def search_detail(state: AppState, s: SearchRecord) -> SearchDetail:
-    snapshot = state.fronts.snapshot(s.id, maximise_of(state, s))
+    view = SearchView.of(s)
+    snap = state.fronts.snapshot(s.id, view.maximise)
     progress = state.coordinator.progress(s.id)
     live = None
     if progress is not None:
         live = RunnerProgress(in_flight=progress.in_flight, duplicates=progress.duplicates,
                               best=list(progress.best) if progress.best else None)
-    return SearchDetail(**_search_fields(state, s), counts=status_counts(state, s),
-                        rejected_by_stage=snapshot.by_stage, progress=live)
+    return SearchDetail(**_search_fields(state, view), counts=status_counts(state, s),
+                        rejected_by_stage=snap.by_stage, progress=live)
 
 
 def candidate_summary(c: CandidateRecord) -> CandidateSummary:
     return CandidateSummary(
-        id=c.id, search_id=c.search_id, status=c.status, formula=graph_formula(c.graph),
+        id=c.id, search_id=c.search_id, status=c.status, formula=CandidateView(c).formula,
         objectives=list(c.objectives) if c.objectives is not None else None, rejection_stage=c.rejection_stage,
         generation=c.generation, mutation=c.mutation, parent_ids=list(c.parent_ids), reused_from=c.reused_from,
         structural_hash=c.structural_hash, created_at=c.created_at, updated_at=c.updated_at)
 
 
-def zoo_name(c: CandidateRecord) -> str | None:
-    origin = c.mutation or ""
-    return origin.split(":", 1)[1] if origin.startswith("seed:") else None
-
-
-def module_name(c: CandidateRecord) -> str:
-    """The downloaded layer's name: the zoo layer a seed is, else candidate_<id>."""
-    return zoo_name(c) or f"candidate_{c.id}"
-
-
-def class_name(c: CandidateRecord) -> str:
-    return class_name_for(module_name(c), Graph.loads(c.graph))
-
-
-def baselines(state: AppState, s: SearchRecord) -> list[Baseline]:
+def baselines(state: AppState, view: SearchView) -> list[Baseline]:
     """Zoo layers seeded into the search: its first rows, trained with its recipe."""
-    seeds = seeds_of(s.config)
-    if not seeds:
-        return []
-    out = []
-    for c in state.store.list_candidates(s.id, limit=len(seeds)):
-        name = zoo_name(c)
-        if name is not None:
-            out.append(Baseline(name=name, candidate_id=c.id, status=c.status,
-                                objectives=list(c.objectives) if c.objectives is not None else None,
-                                rejection_stage=c.rejection_stage))
-    return out
+    return [Baseline(name=name, candidate_id=c.id, status=c.status,
+                     objectives=list(c.objectives) if c.objectives is not None else None,
+                     rejection_stage=c.rejection_stage)
+            for name, c in seeded_baselines(state.store, view)]
 
 
 def front(state: AppState, s: SearchRecord) -> FrontPublic:
-    maximise = maximise_of(state, s)
-    snap = state.fronts.snapshot(s.id, maximise)
+    view = SearchView.of(s)
+    snap = state.fronts.snapshot(s.id, view.maximise)
     members = []
     for m in snap.members:
-        c = state.candidates.get(m.candidate_id)
-        members.append(FrontMember(id=c.id, formula=graph_formula(c.graph), objectives=list(m.objectives),
-                                   origin=c.mutation or "", generation=c.generation, zoo_name=zoo_name(c)))
+        c = CandidateView(state.candidates.get(m.candidate_id))
+        members.append(FrontMember(id=c.id, formula=c.formula, objectives=list(m.objectives),
+                                   origin=c.origin, generation=c.record.generation, zoo_name=c.zoo_name))
     return FrontPublic(
-        search_id=s.id, objectives=objectives_of(state, s), maximise=maximise, members=members,
-        baselines=baselines(state, s), hypervolume=snap.hypervolume,
+        search_id=s.id, objectives=view.objective_names, maximise=view.maximise, members=members,
+        baselines=baselines(state, view), hypervolume=snap.hypervolume,
         hypervolume_history=[HypervolumePoint(finished=h.finished, evaluated=h.evaluated,
                                               hypervolume=h.hypervolume, at=h.at) for h in snap.history],
         finished=snap.finished, evaluated=snap.evaluated, rejected=snap.rejected,

@@ -17,14 +17,13 @@ left out of the front, as in `evonorm_search.summary.pareto_front`.
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 
 from db import CandidateRecord, EventKind, EventRecord, Store
+from evonorm_search.lru import LockedLRU
 from evonorm_search.pareto import Front, front_order
-from primitives import Graph, formula
 
 EVENT_BATCH = 5000          # events read per query while catching up
 MAX_HISTORY = 400           # history is thinned to about this many entries
@@ -160,18 +159,12 @@ class LiveFronts:
     def __init__(self, store: Store, max_searches: int = 64) -> None:
         self.store = store
         self.max_searches = max_searches
-        self._lock = threading.Lock()
-        self._trackers: OrderedDict[int, FrontTracker] = OrderedDict()
+        self._trackers: LockedLRU[int, FrontTracker] = LockedLRU(max_searches)
 
     def snapshot(self, search_id: int, maximise: list[bool]) -> FrontSnapshot:
         """The front of a search whose objectives have these directions (True: maximised)."""
-        with self._lock:
-            tracker = self._trackers.get(search_id)
-            if tracker is None or tracker.maximise != list(maximise):
-                tracker = self._trackers[search_id] = FrontTracker(search_id, maximise)
-            self._trackers.move_to_end(search_id)
-            while len(self._trackers) > self.max_searches:
-                self._trackers.popitem(last=False)
+        tracker = self._trackers.get_or_put(search_id, lambda: FrontTracker(search_id, maximise),
+                                            keep=lambda t: t.maximise == list(maximise))
         return tracker.update(self.store)
 
 
@@ -181,28 +174,13 @@ class CandidateCache:
     def __init__(self, store: Store, max_size: int = 20_000) -> None:
         self.store = store
         self.max_size = max_size
-        self._lock = threading.Lock()
-        self._rows: OrderedDict[int, CandidateRecord] = OrderedDict()
+        self._rows: LockedLRU[int, CandidateRecord] = LockedLRU(max_size)
 
     def get(self, candidate_id: int) -> CandidateRecord:
-        with self._lock:
-            row = self._rows.get(candidate_id)
-            if row is not None:
-                self._rows.move_to_end(candidate_id)
-                return row
+        row = self._rows.get(candidate_id)
+        if row is not None:
+            return row
         row = self.store.get_candidate(candidate_id)
         if row.finished:
-            with self._lock:
-                self._rows[candidate_id] = row
-                while len(self._rows) > self.max_size:
-                    self._rows.popitem(last=False)
+            self._rows.put(candidate_id, row)
         return row
-
-
-@lru_cache(maxsize=100_000)
-def graph_formula(graph_json: str) -> str:
-    """The formula of a stored graph's JSON text (cached: the table shows thousands)."""
-    try:
-        return formula(Graph.loads(graph_json))
-    except ValueError:
-        return "(invalid graph)"

@@ -11,10 +11,9 @@ from fastapi.responses import Response
 from api.deps import State
 from api.exports import export_response
 from api.schemas import MAX_ID, CandidateDetail, ErrorBody, EvaluationPublic, Layout, LineageEntry
-from api.views import baselines, candidate_summary, class_name, maximise_of, module_name, objectives_of
+from api.views import baselines, candidate_summary
 from db import CandidateRecord, NotFoundError
-from evonorm_search.live import graph_formula
-from primitives import Graph
+from evonorm_search.domain import CandidateView, SearchView, task_objective
 from primitives.export import ExportFormat
 
 router = APIRouter(tags=["candidates"])
@@ -36,7 +35,7 @@ def _lineage(state: State, c: CandidateRecord) -> list[LineageEntry]:
             p = state.candidates.get(pid)
         except NotFoundError:
             break
-        out.append(LineageEntry(id=p.id, formula=graph_formula(p.graph), status=p.status,
+        out.append(LineageEntry(id=p.id, formula=CandidateView(p).formula, status=p.status,
                                 generation=p.generation, mutation=p.mutation,
                                 objectives=list(p.objectives) if p.objectives is not None else None))
         parents = list(p.parent_ids)
@@ -48,20 +47,21 @@ def _lineage(state: State, c: CandidateRecord) -> list[LineageEntry]:
 def get_candidate(state: State, candidate_id: CandidateId) -> CandidateDetail:
     """Graph JSON, formula, lineage, per-task evaluations, rejection reason, and the search's baselines."""
     c = state.candidates.get(candidate_id)
-    search = state.store.get_search(c.search_id)
+    view = CandidateView(c)
+    search = SearchView.of(state.store.get_search(c.search_id))
     source = c.reused_from if c.reused_from is not None else c.id
-    graph = Graph.loads(c.graph)
-    evaluations = [EvaluationPublic(backbone=e.backbone, task=e.task, objective=f"{e.backbone}:{e.task}",
-                                    metrics=e.metrics, wall_s=e.wall_s, worker=e.worker,
-                                    created_at=e.created_at)
+    graph = view.graph
+    evaluations = [EvaluationPublic(backbone=e.backbone, task=e.task,
+                                    objective=task_objective(e.backbone, e.task), metrics=e.metrics,
+                                    wall_s=e.wall_s, worker=e.worker, created_at=e.created_at)
                    for e in state.store.evaluations_for(source)]
     return CandidateDetail(
-        **candidate_summary(c).model_dump(), search_name=search.name,
-        objective_names=objectives_of(state, search), maximise=maximise_of(state, search),
+        **candidate_summary(c).model_dump(), search_name=search.record.name,
+        objective_names=search.objective_names, maximise=search.maximise,
         graph=graph.to_json(), batch_dependent=graph.batch_dependent, fingerprint=c.fingerprint,
         rejection_reason=c.rejection_reason, lineage=_lineage(state, c), evaluations=evaluations,
         evaluations_from=source if evaluations else None, baselines=baselines(state, search),
-        eps=float(search.config.get("eps", 1e-5)), class_name=class_name(c))
+        eps=search.eps, class_name=view.class_name)
 
 
 @router.get("/api/candidates/{candidate_id}/module", response_class=Response,
@@ -80,7 +80,7 @@ async def get_module(
     num_features: Annotated[int, Query(ge=1, le=4096, description="Width traced into .pt/.pt2 files")] = 64,
 ) -> Response:
     """A standalone `.py` (needs only torch), a TorchScript `.pt` or a `torch.export` `.pt2`."""
-    c = await run_in_threadpool(state.candidates.get, candidate_id)
-    search = await run_in_threadpool(state.store.get_search, c.search_id)
-    return await export_response(Graph.loads(c.graph), format, layout=layout, num_features=num_features,
-                                 name=module_name(c), eps=float(search.config.get("eps", 1e-5)))
+    c = CandidateView(await run_in_threadpool(state.candidates.get, candidate_id))
+    search = SearchView.of(await run_in_threadpool(state.store.get_search, c.record.search_id))
+    return await export_response(c.graph, format, layout=layout, num_features=num_features,
+                                 name=c.module_name, eps=search.eps)

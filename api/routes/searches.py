@@ -23,12 +23,10 @@ from api.schemas import (
     TransitionErrorBody,
     ValidationErrorBody,
 )
-from api.views import candidate_summary, front, maximise_of, search_detail, search_public, status_counts
+from api.views import candidate_summary, front, search_detail, search_public, snapshot, status_counts
 from db import CandidateStatus, SearchStatus
-from evonorm_search.config import PRESETS, SearchConfig, load_config
+from evonorm_search.config import PRESETS, SearchConfig, backbone_layouts, load_config, task_kinds
 from primitives.zoo import ZOO
-from workers.backbones import BACKBONES, backbone_layout
-from workers.data import TASKS
 
 router = APIRouter(tags=["searches"])
 
@@ -163,7 +161,7 @@ def list_candidates(
     if after is None:
         statuses = set(status or CandidateStatus)
         if rejection_stage is not None:
-            by_stage = state.fronts.snapshot(search_id, maximise_of(state, search)).by_stage
+            by_stage = snapshot(state, search).by_stage
             total = by_stage.get(rejection_stage, 0) if CandidateStatus.REJECTED in statuses else 0
         elif not status:
             total = search.num_candidates
@@ -205,6 +203,6 @@ def presets() -> PresetsPublic:
     return PresetsPublic(
         default=SearchConfig().model_dump(mode="json"),
         presets={name: load_config(name).model_dump(mode="json") for name in PRESETS},
-        tasks={name: task.kind for name, task in TASKS.items()},
-        backbones={name: backbone_layout(name) for name in BACKBONES},
+        tasks=task_kinds(),
+        backbones=backbone_layouts(),
         zoo_seeds=[name for name, layer in ZOO.items() if layer.in_search_space])
