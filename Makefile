@@ -24,6 +24,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Debian packages the tests drive: Chromium (the dashboard's browser test, through Playwright,
 # no browser download) and docker-compose (validates docker-compose.yml; no engine needed).
@@ -41,4 +42,4 @@ bench-api: $(STAMP)
 	$(BIN)/python -m benchmarks.api_latency
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

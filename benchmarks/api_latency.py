@@ -97,7 +97,7 @@ class Server:
     """`evonorm-search serve` in its own process (the client must not share the server's GIL)."""
 
     def __init__(self, url: str, port: int) -> None:
-        self.cmd = [sys.executable, "-c", "from evonorm_search.cli import app; app()", "serve", "--db", url,
+        self.cmd = [sys.executable, "-c", "from api.cli import app; app()", "serve", "--db", url,
                     "--port", str(port), "--executor", "inprocess", "--max-running", "0",
                     "--log-level", "warning"]
         self.base = f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ import pytest
 import typer
 import yaml
 
-from evonorm_search.cli import app
+from api.cli import app
 from evonorm_search.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
