@@ -35,7 +35,7 @@ def _search_fields(state: AppState, view: SearchView) -> dict[str, Any]:
         id=s.id, name=s.name, status=s.status, seed=s.seed, error=s.error, num_candidates=s.num_candidates,
         num_evaluated=s.num_evaluated, num_rejected=s.num_rejected, created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, updated_at=s.updated_at,
-        objectives=view.objective_names, maximise=view.maximise,
+        objectives=view.objectives.names, maximise=view.objectives.maximise,
         budget=int(s.config.get("budget", 0)),
         strategy=str(s.config.get("strategy", "")), active=state.coordinator.is_running(s.id),
         runner=s.runner, runner_heartbeat=s.runner_heartbeat, config=s.config)
@@ -60,12 +60,12 @@ def status_counts(state: AppState, s: SearchRecord) -> StatusCounts:
 
 def snapshot(state: AppState, s: SearchRecord) -> FrontSnapshot:
     """The search's live front (and counts by rejection stage)."""
-    return state.fronts.snapshot(s.id, SearchView.of(s).maximise)
+    return state.fronts.snapshot(s.id, SearchView.of(s).objectives.maximise)
 
 
 def search_detail(state: AppState, s: SearchRecord) -> SearchDetail:
     view = SearchView.of(s)
-    snap = state.fronts.snapshot(s.id, view.maximise)
+    snap = state.fronts.snapshot(s.id, view.objectives.maximise)
     progress = state.coordinator.progress(s.id)
     live = None
     if progress is not None:
@@ -93,14 +93,14 @@ def baselines(state: AppState, view: SearchView) -> list[Baseline]:
 
 def front(state: AppState, s: SearchRecord) -> FrontPublic:
     view = SearchView.of(s)
-    snap = state.fronts.snapshot(s.id, view.maximise)
+    snap = state.fronts.snapshot(s.id, view.objectives.maximise)
     members = []
     for m in snap.members:
         c = CandidateView(state.candidates.get(m.candidate_id))
         members.append(FrontMember(id=c.id, formula=c.formula, objectives=list(m.objectives),
                                    origin=c.origin, generation=c.record.generation, zoo_name=c.zoo_name))
     return FrontPublic(
-        search_id=s.id, objectives=view.objective_names, maximise=view.maximise, members=members,
+        search_id=s.id, objectives=view.objectives.names, maximise=view.objectives.maximise, members=members,
         baselines=baselines(state, view), hypervolume=snap.hypervolume,
         hypervolume_history=[HypervolumePoint(finished=h.finished, evaluated=h.evaluated,
                                               hypervolume=h.hypervolume, at=h.at) for h in snap.history],

@@ -314,7 +314,8 @@ def _print_front(store: Any, search_id: int) -> None:
         table.add_column(name, justify="right")
     table.add_column("origin")
     for m in front:
-        table.add_row(str(m.candidate_id), m.formula, *(f"{v:.4f}" for v in m.objectives), m.origin[:40])
+        table.add_row(str(m.candidate_id), m.candidate.formula, *(f"{v:.4f}" for v in m.objectives),
+                      m.candidate.origin[:40])
     for name, c in baselines(store, SearchView.of(search)):
         scores = [f"{v:.4f}" for v in c.objectives] if c.objectives else \
             [f"rejected: {c.rejection_stage}"] + [""] * (len(cfg.objectives) - 1)
@@ -335,7 +336,8 @@ def _summary(store: Any, search_id: int) -> dict[str, Any]:
         "candidates": search.num_candidates, "evaluated": search.num_evaluated, "rejected": search.num_rejected,
         "by_status": {str(k): v for k, v in store.count_by_status(search_id).items()},
         "rejected_by_stage": store.count_by_rejection_stage(search_id),
-        "front": [{"id": m.candidate_id, "formula": m.formula, "objectives": m.objectives, "origin": m.origin}
+        "front": [{"id": m.candidate_id, "formula": m.candidate.formula, "objectives": m.objectives,
+                   "origin": m.candidate.origin}
                   for m in pareto_front(rows, maximise)],
         "baselines": {name: {"id": c.id, "objectives": c.objectives, "status": c.status,
                              "rejection_stage": c.rejection_stage}

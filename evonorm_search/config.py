@@ -17,7 +17,7 @@ from workers.backbones import BACKBONES, backbone_layout
 from workers.data import TASKS, get_task
 from workers.evaluation import EvalSpec, ProxyTask
 from workers.executors import Executor, make_executor
-from workers.objectives import Objective, objectives_for
+from workers.objectives import Objectives, objectives_for
 from workers.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -183,17 +183,17 @@ class SearchConfig(_Strict):
         return self
 
     @property
-    def objective_list(self) -> tuple[Objective, ...]:
+    def objective_list(self) -> Objectives:
         return objectives_for(((t.backbone, t.task) for t in self.tasks), self.cost_objective)
 
     @property
     def objectives(self) -> list[str]:
-        return [o.name for o in self.objective_list]
+        return self.objective_list.names
 
     @property
     def maximise(self) -> list[bool]:
         """Per objective: accuracies are maximised, the cost minimised."""
-        return [o.maximise for o in self.objective_list]
+        return self.objective_list.maximise
 
     def eval_spec(self) -> EvalSpec:
         r = self.rejection

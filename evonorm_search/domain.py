@@ -24,7 +24,7 @@ from db import CandidateRecord, SearchRecord, Store
 from evonorm_search.config import SearchConfig
 from primitives import Graph, formula, structural_hash
 from primitives.compile import class_name_for
-from workers.objectives import Objective, objectives_for, task_objective
+from workers.objectives import Objective, Objectives, objectives_for, task_objective
 
 SEED_PREFIX = "seed:"
 DEFAULT_EPS = 1e-5
@@ -56,7 +56,7 @@ def search_config(search: SearchRecord | Mapping[str, Any]) -> SearchConfig:
 class SearchView:
     record: SearchRecord
     config: SearchConfig | None            # None: the stored config no longer validates
-    objectives: tuple[Objective, ...]
+    objectives: Objectives                 # names and directions
     seeds: tuple[str, ...]                 # the zoo layers it was seeded with
 
     @classmethod
@@ -76,15 +76,6 @@ class SearchView:
     @property
     def id(self) -> int:
         return self.record.id
-
-    @property
-    def objective_names(self) -> list[str]:
-        return [o.name for o in self.objectives]
-
-    @property
-    def maximise(self) -> list[bool]:
-        """Per objective: accuracies are maximised, a cost is minimised."""
-        return [o.maximise for o in self.objectives]
 
     @property
     def eps(self) -> float:

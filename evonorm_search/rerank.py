@@ -130,10 +130,11 @@ def select_layers(store: Store, search_id: int, top_k: int,
     for m in front:
         if len(out) == top_k:
             break
-        if m.zoo_name in baselines:
+        if m.candidate.zoo_name in baselines:
             continue  # retrained once, as the baseline
-        out.append(RerankLayer(f"candidate {m.candidate_id}", m.graph.dumps(), config.eps, m.formula,
-                               candidate_id=m.candidate_id, search_objectives=m.objectives[:n_acc]))
+        c = m.candidate
+        out.append(RerankLayer(f"candidate {c.id}", c.graph.dumps(), config.eps, c.formula, candidate_id=c.id,
+                               search_objectives=m.objectives[:n_acc]))
     for name in baselines:
         g = ZOO[name].graph
         assert g is not None

@@ -8,7 +8,6 @@ from pathlib import Path
 from db import CandidateRecord, CandidateStatus, Store
 from evonorm_search.domain import CandidateView, search_config
 from evonorm_search.pareto import front_order, hypervolume, nondominated
-from primitives import Graph
 from primitives.export import ExportFormat, export_bytes
 
 
@@ -20,23 +19,6 @@ class FrontMember:
     @property
     def candidate_id(self) -> int:
         return self.candidate.id
-
-    @property
-    def formula(self) -> str:
-        return self.candidate.formula
-
-    @property
-    def origin(self) -> str:
-        """"seed:bn_relu", "mutation ...", "random"."""
-        return self.candidate.origin
-
-    @property
-    def graph(self) -> Graph:
-        return self.candidate.graph
-
-    @property
-    def zoo_name(self) -> str | None:
-        return self.candidate.zoo_name
 
 
 def evaluated(store: Store, search_id: int) -> list[CandidateRecord]:
@@ -86,6 +68,6 @@ def export_winners(store: Store, search_id: int, out: Path) -> list[Path]:
         name = m.candidate.module_name
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{name}.py"
-        path.write_bytes(export_bytes(m.graph, ExportFormat.PY, name=name, eps=cfg.eps))
+        path.write_bytes(export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps))
         paths.append(path)
     return paths

@@ -33,7 +33,7 @@ from workers.backbones import backbone_layout, build_backbone
 from workers.cost import relative_cost
 from workers.data import ImageData, TextData, get_task
 from workers.executors import worker_name
-from workers.objectives import Objective, objectives_for, task_objective
+from workers.objectives import Objectives, objectives_for, task_objective
 from workers.rejection import Rejection, Stage, numeric_check, quality_check, stress_test
 from workers.train import TrainConfig, TrainResult, recipe_for, short_train, train
 
@@ -91,16 +91,16 @@ class EvalSpec:
     measure_cost: bool = False      # add the layer's relative fwd+bwd time as an objective
 
     @property
-    def objective_list(self) -> tuple[Objective, ...]:
+    def objective_list(self) -> Objectives:
         return objectives_for(((t.backbone, t.task) for t in self.tasks), self.measure_cost)
 
     @property
     def objectives(self) -> tuple[str, ...]:
-        return tuple(o.name for o in self.objective_list)
+        return tuple(self.objective_list.names)
 
     @property
     def maximise(self) -> tuple[bool, ...]:
-        return tuple(o.maximise for o in self.objective_list)
+        return tuple(self.objective_list.maximise)
 
     @property
     def layouts(self) -> tuple[str, ...]:
@@ -346,6 +346,21 @@ class StabilityStage:
         return rejection
 
 
+def _train_each_task(trial: Trial, stage: Stage, train_one: Callable[[ProxyTask], TrainResult], diverged: str,
+                     judge: Callable[[ProxyTask, TrainResult], Rejection | None]) -> Rejection | None:
+    """Train on the tasks in turn until one diverges or `judge` rejects it; the time limit is checked
+    after each task."""
+    for task in trial.spec.tasks:
+        r = train_one(task)
+        if r.diverged:
+            return Rejection(stage, f"{task.objective}: {diverged} ({r.reason})")
+        rejection = judge(task, r)
+        if rejection:
+            return rejection
+        trial.deadline.check(stage)
+    return None
+
+
 @dataclass(frozen=True)
 class QualityStage:
     """A short training on every task must beat chance by the spec's margin."""
@@ -358,17 +373,16 @@ class QualityStage:
 
     def check(self, trial: Trial) -> Rejection | None:
         spec = trial.spec
-        for task in spec.tasks:
-            r = self.short_train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task,
-                                    spec.quality_steps, task.config, spec.seed)
-            if r.diverged:
-                return Rejection(self.name, f"{task.objective}: diverged in the short training ({r.reason})")
-            rejection = quality_check(r.val_accuracy, chance_accuracy(task.task, task.config.data_root),
-                                      spec.quality_margin, task.objective)
-            if rejection:
-                return rejection
-            trial.deadline.check(self.name)
-        return None
+
+        def train_one(task: ProxyTask) -> TrainResult:
+            return self.short_train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task,
+                                       spec.quality_steps, task.config, spec.seed)
+
+        def judge(task: ProxyTask, r: TrainResult) -> Rejection | None:
+            return quality_check(r.val_accuracy, chance_accuracy(task.task, task.config.data_root),
+                                 spec.quality_margin, task.objective)
+
+        return _train_each_task(trial, self.name, train_one, "diverged in the short training", judge)
 
 
 @dataclass(frozen=True)
@@ -383,14 +397,15 @@ class TrainingStage:
 
     def check(self, trial: Trial) -> Rejection | None:
         spec = trial.spec
-        for task in spec.tasks:
-            r = self.train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task, task.config,
-                              spec.seed)
-            if r.diverged:
-                return Rejection(self.name, f"{task.objective}: diverged ({r.reason})")
+
+        def train_one(task: ProxyTask) -> TrainResult:
+            return self.train_fn(_factory(trial.g, spec, task.layout), task.backbone, task.task, task.config,
+                                 spec.seed)
+
+        def score(task: ProxyTask, r: TrainResult) -> None:
             trial.scores.append(TaskScore.of(task, r))
-            trial.deadline.check(self.name)
-        return None
+
+        return _train_each_task(trial, self.name, train_one, "diverged", score)
 
 
 # Cheapest first. `screen` runs the first list (milliseconds), `evaluate` the second on what survives.

@@ -20,7 +20,21 @@ def task_objective(backbone: object, task: object) -> str:
     return f"{backbone}:{task}"
 
 
-def objectives_for(tasks: Iterable[tuple[object, object]], cost: bool = False) -> tuple[Objective, ...]:
+class Objectives(tuple[Objective, ...]):
+    """A search's objectives in order (the order of every objective vector it stores)."""
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self]
+
+    @property
+    def maximise(self) -> list[bool]:
+        """Per objective: True where it is maximised."""
+        return [o.maximise for o in self]
+
+
+def objectives_for(tasks: Iterable[tuple[object, object]], cost: bool = False) -> Objectives:
     """Accuracy per (backbone, task) in order, then the cost if it is measured."""
-    accuracies = tuple(Objective(task_objective(b, t), True) for b, t in tasks)
-    return accuracies + ((Objective(COST, False),) if cost else ())
+    accuracies = [Objective(task_objective(b, t), True) for b, t in tasks]
+    return Objectives(accuracies + ([Objective(COST, False)] if cost else []))
+

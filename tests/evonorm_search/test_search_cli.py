@@ -172,7 +172,7 @@ def test_export_winners_writes_importable_layers(finished: Finished, tmp_path: P
         x = torch.randn(4, 16, 5, 5)
         y = layer(x)
         assert y.shape == x.shape and torch.isfinite(y).all()
-    assert hashes == {structural_hash(m.graph) for m in front}
+    assert hashes == {structural_hash(m.candidate.graph) for m in front}
 
 
 @pytest.mark.parametrize("command", ["status", "front", "export-winners"])

@@ -61,7 +61,7 @@ def test_select_layers_ranks_the_front_and_adds_the_zoo(sqlite_store: Store) -> 
     zoo = [layer.zoo_layer for layer in layers if layer.zoo_layer is not None]
     assert zoo == list(BASELINES)
     # one objective: the front is the best accuracy (and its functional duplicates); seeds count as zoo
-    expected = [m for m in front if m.zoo_name not in BASELINES][:2]
+    expected = [m for m in front if m.candidate.zoo_name not in BASELINES][:2]
     assert [c.candidate_id for c in candidates] == [m.candidate_id for m in expected]
     assert all(c.search_objectives is not None for c in candidates)
     # bn_relu was seeded by the quick preset; if it is on the front it comes back once, as the baseline
