@@ -47,7 +47,7 @@ def _build(store: Store) -> tuple[int, int, int]:
     cfg = SearchConfig.model_validate(SEARCH)
     sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed).id
     with InProcessExecutor() as ex:
-        SearchRunner(store, sid, ex, evaluate_fn=api_fakes.fake_evaluate, status_poll_s=0.02).run()
+        SearchRunner(store, sid, ex, **api_fakes.FAST_RUNNER).run()
 
     stopped_cfg = SearchConfig.model_validate({"name": "stopped", "strategy": "random", "budget": 4,
                                                "tasks": [{"backbone": "mobilenet", "task": "digits"}]})
