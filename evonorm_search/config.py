@@ -17,7 +17,7 @@ from workers.backbones import BACKBONES, backbone_layout
 from workers.data import TASKS, get_task
 from workers.evaluation import EvalSpec, ProxyTask
 from workers.executors import Executor, make_executor
-from workers.objectives import Objectives, objectives_for
+from workers.objectives import Objectives, objectives_for, task_objective
 from workers.train import TrainConfig
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ class SearchConfig(_Strict):
         for i, (lo, hi) in enumerate(zip(self.rungs, self.rungs[1:], strict=False)):
             if hi.steps_frac < lo.steps_frac or hi.seeds < lo.seeds:
                 raise ValueError(f"rungs[{i + 1}] must not have fewer steps or seeds than rungs[{i}]")
-        clash = {f"{t.backbone}:{t.task}" for t in self.heldout_tasks} & set(self.objectives)
+        clash = {task_objective(t.backbone, t.task) for t in self.heldout_tasks} & set(self.objectives)
         if clash:
             raise ValueError(f"heldout_tasks {sorted(clash)} are objectives of the search: a held-out task "
                              "is one the search never selects on")

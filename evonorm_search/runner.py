@@ -62,7 +62,7 @@ from db.records import (
     SearchRecord,
     SearchStatus,
 )
-from evonorm_search.domain import CandidateView, search_config
+from evonorm_search.domain import CandidateView, search_config, task_objective
 from evonorm_search.evolution import Individual, Proposal, Strategy, make_strategy
 from evonorm_search.funnel import Funnel
 from evonorm_search.lease import Lease, LeaseLost
@@ -160,7 +160,8 @@ class SearchRunner:
             self.search_id, [CandidateStatus.EVALUATED, CandidateStatus.REJECTED])
         originals = [c.id for c in finished if c.status is CandidateStatus.EVALUATED and c.reused_from is None]
         for cid, evals in self.store.evaluations_for_candidates(originals).items():
-            self.funnel.add(cid, [((f"{e.backbone}:{e.task}", e.steps, e.seed), float(e.metrics["accuracy"]))
+            self.funnel.add(cid, [((task_objective(e.backbone, e.task), e.steps, e.seed),
+                                   float(e.metrics["accuracy"]))
                                   for e in evals if e.rung is not None and e.steps is not None
                                   and e.seed is not None])
         # Population order is finish order: the aging population keeps the newest.
