@@ -38,7 +38,9 @@ _CANDIDATE = {
     "objectives": [0.61, 0.42], "rejection_stage": None, "generation": 3,
     "mutation": "op n5: tanh(n4) -> sigmoid(n4)", "parent_ids": [9], "reused_from": None,
     "structural_hash": "76a2276f2f18d424f10ee18882fcb9652a582b781af128cadc785de5a88ee106",
-    "created_at": "2025-01-01T12:01:00Z", "updated_at": "2025-01-01T12:02:00Z"}
+    "created_at": "2025-01-01T12:01:00Z", "updated_at": "2025-01-01T12:02:00Z", "rung": 2, "verified": True,
+    "estimates": [{"objective": "resnet:shapes32", "mean": 0.61, "stderr": 0.012, "n": 3},
+                  {"objective": "transformer:pydoc_chars", "mean": 0.42, "stderr": 0.004, "n": 3}]}
 _GRAPH_S0 = {"schema": SCHEMA, "nodes": [
     {"op": "mul", "inputs": [3, 0]}, {"op": "sigmoid", "inputs": [4]}, {"op": "mul", "inputs": [0, 5]},
     {"op": "std_group", "inputs": [0]}, {"op": "div", "inputs": [6, 7]}]}
@@ -115,6 +117,27 @@ class PresetsPublic(BaseModel):
 # -- candidates ----------------------------------------------------------------
 
 
+class EstimatePublic(BaseModel):
+    """One objective as an estimate over the seeds of the candidate's highest rung (docs/funnel.md)."""
+
+    objective: str
+    mean: float
+    stderr: float | None = Field(description="Standard error of the mean; null for n < 2")
+    n: int = Field(description="Seeds (training runs) the mean is over")
+
+
+class ComparisonPublic(BaseModel):
+    """A candidate against a baseline on one objective, paired by seed at the candidate's highest rung."""
+
+    baseline: str
+    objective: str
+    diff: float = Field(description="Mean of candidate - baseline over the paired runs")
+    diff_stderr: float | None
+    n: int = Field(description="Paired runs (same objective, steps and seed)")
+    p: float | None = Field(description="One-sided paired t-test, H1: diff > 0 (null for n < 2)")
+    beats: bool = Field(description="diff > 0 at p < 0.05")
+
+
 class CandidateSummary(BaseModel):
     model_config = _example(_CANDIDATE)
 
@@ -131,6 +154,10 @@ class CandidateSummary(BaseModel):
     structural_hash: str
     created_at: datetime
     updated_at: datetime
+    rung: int | None = Field(None, description="The highest funnel rung finished (0: the short screen)")
+    verified: bool = Field(False, description="Finished the top rung, held-out tasks included")
+    estimates: list[EstimatePublic] | None = Field(
+        None, description="The objectives as mean, stderr and n at that rung (objectives are the means)")
 
 
 class CandidatePage(BaseModel):
@@ -152,6 +179,9 @@ class EvaluationPublic(BaseModel):
     wall_s: float | None
     worker: str | None
     created_at: datetime
+    rung: int | None = Field(None, description="The funnel rung the run was made for")
+    seed: int | None = Field(None, description="Its seed (initialization and data order)")
+    steps: int | None = None
 
 
 class LineageEntry(BaseModel):
@@ -164,13 +194,16 @@ class LineageEntry(BaseModel):
 
 
 class Baseline(BaseModel):
-    """A zoo layer seeded into the search, trained with the search's recipe."""
+    """A zoo layer trained with the search's recipe: a seed, or a baseline run at every rung."""
 
     name: str
     candidate_id: int
     status: CandidateStatus
     objectives: list[float] | None
     rejection_stage: str | None
+    rung: int | None = None
+    verified: bool = False
+    estimates: list[EstimatePublic] | None = None
 
 
 class CandidateDetail(CandidateSummary):
@@ -210,10 +243,17 @@ class CandidateDetail(CandidateSummary):
 class FrontMember(BaseModel):
     id: int
     formula: str
-    objectives: list[float]
+    objectives: list[float] = Field(description="The means of `estimates`")
     origin: str
     generation: int
     zoo_name: str | None
+    rung: int | None = Field(None, description="The highest funnel rung finished")
+    verified: bool = Field(False, description="Finished the top rung, held-out tasks included")
+    estimates: list[EstimatePublic] | None = None
+    heldout: list[EstimatePublic] = Field(
+        default_factory=list, description="Scores on the held-out tasks (verified members only)")
+    comparisons: list[ComparisonPublic] = Field(
+        default_factory=list, description="Paired against each baseline at the member's highest rung")
 
 
 class HypervolumePoint(BaseModel):
@@ -237,7 +277,11 @@ class FrontPublic(BaseModel):
     search_id: int
     objectives: list[str]
     maximise: list[bool]
-    members: list[FrontMember] = Field(description="The non-dominated candidates, best average first")
+    members: list[FrontMember] = Field(
+        description="The non-dominated candidates by their current estimates, best average first; "
+                    "`verified` says which have finished the top rung (the others are provisional)")
+    verified_members: list[FrontMember] = Field(
+        default_factory=list, description="The front of the verified candidates alone")
     baselines: list[Baseline]
     hypervolume: float = Field(description="Against the reference point: accuracy 0, cost 10 (x BN-ReLU)")
     hypervolume_history: list[HypervolumePoint]

@@ -9,6 +9,8 @@ from api.deps import AppState
 from api.schemas import (
     Baseline,
     CandidateSummary,
+    ComparisonPublic,
+    EstimatePublic,
     FrontMember,
     FrontPublic,
     HypervolumePoint,
@@ -20,6 +22,7 @@ from api.schemas import (
 from db import CandidateRecord, CandidateStatus, SearchRecord
 from evonorm_search.domain import CandidateView, SearchView
 from evonorm_search.domain import baselines as seeded_baselines
+from evonorm_search.funnel import member_stats
 from evonorm_search.live import FrontSnapshot
 
 LINEAGE_DEPTH = 100
@@ -75,33 +78,63 @@ def search_detail(state: AppState, s: SearchRecord) -> SearchDetail:
                         rejected_by_stage=snap.by_stage, progress=live)
 
 
-def candidate_summary(c: CandidateRecord) -> CandidateSummary:
+def estimates_public(c: CandidateRecord, names: list[str]) -> list[EstimatePublic] | None:
+    if c.estimates is None:
+        return None
+    return [EstimatePublic(objective=n, mean=e.mean, stderr=e.stderr, n=e.n)
+            for n, e in zip(names, c.estimates, strict=False)]
+
+
+def candidate_summary(c: CandidateRecord, objective_names: list[str]) -> CandidateSummary:
     return CandidateSummary(
         id=c.id, search_id=c.search_id, status=c.status, formula=CandidateView(c).formula,
         objectives=list(c.objectives) if c.objectives is not None else None, rejection_stage=c.rejection_stage,
         generation=c.generation, mutation=c.mutation, parent_ids=list(c.parent_ids), reused_from=c.reused_from,
-        structural_hash=c.structural_hash, created_at=c.created_at, updated_at=c.updated_at)
+        structural_hash=c.structural_hash, created_at=c.created_at, updated_at=c.updated_at, rung=c.rung,
+        verified=c.verified, estimates=estimates_public(c, objective_names))
 
 
 def baselines(state: AppState, view: SearchView) -> list[Baseline]:
-    """Zoo layers seeded into the search: its first rows, trained with its recipe."""
-    return [Baseline(name=name, candidate_id=c.id, status=c.status,
-                     objectives=list(c.objectives) if c.objectives is not None else None,
-                     rejection_stage=c.rejection_stage)
-            for name, c in seeded_baselines(state.store, view)]
+    """Zoo layers trained with the search's recipe: its seeds and the baselines run at every rung."""
+    return [_baseline(name, c, view.objectives.names) for name, c in seeded_baselines(state.store, view)]
+
+
+def _baseline(name: str, c: CandidateRecord, names: list[str]) -> Baseline:
+    return Baseline(name=name, candidate_id=c.id, status=c.status,
+                    objectives=list(c.objectives) if c.objectives is not None else None,
+                    rejection_stage=c.rejection_stage, rung=c.rung, verified=c.verified,
+                    estimates=estimates_public(c, names))
 
 
 def front(state: AppState, s: SearchRecord) -> FrontPublic:
     view = SearchView.of(s)
     snap = state.fronts.snapshot(s.id, view.objectives.maximise)
-    members = []
-    for m in snap.members:
-        c = CandidateView(state.candidates.get(m.candidate_id))
-        members.append(FrontMember(id=c.id, formula=c.formula, objectives=list(m.objectives),
-                                   origin=c.origin, generation=c.record.generation, zoo_name=c.zoo_name))
+    names = view.objectives.names
+    ids = list(dict.fromkeys(m.candidate_id for m in (*snap.members, *snap.verified_members)))
+    records = {i: state.candidates.get(i) for i in ids}
+    base = seeded_baselines(state.store, view)
+    stats = member_stats(state.store, view.config, list(records.values()), base) if view.config else {}
+
+    def member(candidate_id: int) -> FrontMember:
+        c = CandidateView(records[candidate_id])
+        r = c.record
+        st = stats.get(r.id)
+        return FrontMember(
+            id=c.id, formula=c.formula, objectives=list(r.objectives or ()), origin=c.origin,
+            generation=r.generation, zoo_name=c.zoo_name, rung=r.rung, verified=r.verified,
+            estimates=estimates_public(r, names),
+            heldout=[EstimatePublic(objective=o, mean=e.mean, stderr=e.stderr, n=e.n)
+                     for o, e in (st.heldout.items() if st else ())],
+            comparisons=[ComparisonPublic(baseline=x.baseline, objective=x.objective, diff=x.diff.mean,
+                                          diff_stderr=x.diff.stderr, n=x.diff.n, p=x.p, beats=x.beats)
+                         for x in (st.comparisons if st else ())])
+
     return FrontPublic(
-        search_id=s.id, objectives=view.objectives.names, maximise=view.objectives.maximise, members=members,
-        baselines=baselines(state, view), hypervolume=snap.hypervolume,
+        search_id=s.id, objectives=names, maximise=view.objectives.maximise,
+        members=[member(m.candidate_id) for m in snap.members],
+        verified_members=[member(m.candidate_id) for m in snap.verified_members],
+        baselines=[_baseline(name, c, names) for name, c in base],
+        hypervolume=snap.hypervolume,
         hypervolume_history=[HypervolumePoint(finished=h.finished, evaluated=h.evaluated,
                                               hypervolume=h.hypervolume, at=h.at) for h in snap.history],
         finished=snap.finished, evaluated=snap.evaluated, rejected=snap.rejected,

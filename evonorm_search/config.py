@@ -258,13 +258,22 @@ def task_kinds() -> dict[str, str]:
 
 
 def load_config(preset: str | None = None, overrides: dict[str, Any] | None = None) -> SearchConfig:
-    """A preset (or the defaults) with `overrides` on top, validated as a whole."""
+    """A preset (or the defaults) with `overrides` on top, validated as a whole.
+
+    A preset's held-out tasks are held out from the preset's own tasks: overriding `tasks` (and
+    not `heldout_tasks`) drops those held-out tasks that became objectives.
+    """
     data: dict[str, Any] = {}
+    overrides = overrides or {}
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
         data.update(PRESETS[preset])
-    data.update(overrides or {})
+        if "tasks" in overrides and "heldout_tasks" not in overrides and data.get("heldout_tasks"):
+            names = {(t.get("backbone"), t.get("task")) for t in overrides["tasks"] if isinstance(t, dict)}
+            data["heldout_tasks"] = [t for t in data["heldout_tasks"]
+                                     if (t["backbone"], t["task"]) not in names]
+    data.update(overrides)
     return SearchConfig.model_validate(data)
 
 

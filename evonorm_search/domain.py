@@ -27,6 +27,7 @@ from primitives.compile import class_name_for
 from workers.objectives import Objective, Objectives, objectives_for, task_objective
 
 SEED_PREFIX = "seed:"
+BASELINE_PREFIX = "baseline:"     # a baseline measured beside the proposals (`evonorm_search.runner`)
 DEFAULT_EPS = 1e-5
 
 __all__ = ["CandidateView", "Objective", "SearchView", "baselines", "layer_name", "parse_graph",
@@ -101,9 +102,12 @@ def parse_graph(graph_json: str) -> ParsedGraph:
 
 
 def zoo_name(origin: str | None) -> str | None:
-    """The zoo layer a seed is ("seed:bn_relu" -> "bn_relu"), None for any other origin."""
+    """The zoo layer a seed or a baseline is ("seed:bn_relu" -> "bn_relu"), None for any other origin."""
     origin = origin or ""
-    return origin[len(SEED_PREFIX):] if origin.startswith(SEED_PREFIX) else None
+    for prefix in (SEED_PREFIX, BASELINE_PREFIX):
+        if origin.startswith(prefix):
+            return origin[len(prefix):]
+    return None
 
 
 def layer_name(graph: Graph) -> str:
@@ -157,11 +161,13 @@ class CandidateView:
 
 
 def baselines(store: Store, search: SearchView) -> list[tuple[str, CandidateRecord]]:
-    """Zoo layers seeded into the search, trained with its recipe (evaluated or rejected).
+    """Zoo layers trained with the search's recipe (evaluated or rejected): its seeds, and the
+    baselines it measures at every rung (`SearchConfig.baselines`).
 
-    Seeds are the search's first proposals, so they are its first rows.
+    Both are added before any other proposal, so they are the search's first rows.
     """
-    if not search.seeds:
+    extra = len(search.config.baseline_names) if search.config is not None else 0
+    if not search.seeds and not extra:
         return []
-    first = store.list_candidates(search.id, limit=len(search.seeds))
+    first = store.list_candidates(search.id, limit=len(search.seeds) + extra)
     return [(name, c) for c in first if (name := zoo_name(c.mutation)) is not None]

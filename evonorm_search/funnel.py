@@ -32,10 +32,12 @@ from dataclasses import dataclass
 
 from scipy import stats
 
-from db.records import Estimate
+from db import CandidateRecord, Estimate, EvaluationRecord, Store
+from evonorm_search.config import SearchConfig
 from evonorm_search.pareto import pareto_ranks
 from workers.evaluation import EvalSpec
 from workers.funnel import RungSpec, RunKey, rung_steps, task_steps
+from workers.objectives import task_objective
 
 ALPHA = 0.05
 
@@ -177,3 +179,51 @@ class Funnel:
             out += [(finished[i], r + 1) for i in order[:quota]
                     if rung_of[finished[i]] == r and finished[i] not in skip]
         return out
+
+
+def funnel_for(config: SearchConfig) -> Funnel:
+    """The rung plan of a search's config."""
+    return Funnel(config.eval_spec(), [(r.steps_frac, r.seeds, r.promote) for r in config.rungs], config.seed,
+                  config.maximise)
+
+
+def runs_of(evaluations: Iterable[EvaluationRecord]) -> dict[RunKey, float]:
+    """A candidate's stored runs by (objective, steps, seed); rows from before the funnel have none."""
+    return {(task_objective(e.backbone, e.task), e.steps, e.seed): float(e.metrics["accuracy"])
+            for e in evaluations if e.rung is not None and e.steps is not None and e.seed is not None}
+
+
+@dataclass(frozen=True)
+class MemberStats:
+    """What a reader needs beside a candidate's estimates: its held-out scores and its paired
+    comparisons with each baseline at its highest rung."""
+
+    heldout: dict[str, Estimate]
+    comparisons: tuple[Comparison, ...]
+
+
+def member_stats(store: Store, config: SearchConfig, members: Sequence[CandidateRecord],
+                 baselines: Sequence[tuple[str, CandidateRecord]]) -> dict[int, MemberStats]:
+    """Held-out estimates and paired comparisons for `members` (a functional duplicate reads its
+    original's runs). One query for all their runs."""
+    funnel = funnel_for(config)
+    owner = {c.id: c.reused_from or c.id for c in members}
+    evals = store.evaluations_for_candidates({*owner.values(), *(b.id for _, b in baselines)})
+    runs = {cid: runs_of(es) for cid, es in evals.items()}
+    out: dict[int, MemberStats] = {}
+    for c in members:
+        mine = runs.get(owner[c.id], {})
+        funnel.runs[c.id] = mine
+        comparisons: list[Comparison] = []
+        if c.rung is not None:
+            keys = funnel.keys(c.rung)
+            for name, b in baselines:
+                if b.id == owner[c.id]:
+                    continue
+                for objective in (o.name for o in config.objective_list if o.maximise):
+                    cmp = compare(mine, runs.get(b.id, {}), objective, name, keys)
+                    if cmp is not None:
+                        comparisons.append(cmp)
+        heldout = funnel.heldout(c.id) if c.rung == funnel.top else {}
+        out[c.id] = MemberStats(heldout, tuple(comparisons))
+    return out

@@ -12,6 +12,14 @@ finish in.
 
 Functional duplicates (`reused_from`) repeat their original's point and are
 left out of the front, as in `evonorm_search.summary.pareto_front`.
+
+A candidate that climbs a funnel rung (`candidate_promoted`) moves: its point
+is re-estimated, and may fall. The tracker keeps every evaluated original's
+current point, so after a batch with climbs it rebuilds the front from all
+of them (climbs are few: the top fraction of each rung); between climbs the
+front is kept incrementally. The verified front (members that finished the
+top rung, held-out tasks included) is the non-dominated set of the verified
+points alone.
 """
 
 from __future__ import annotations
@@ -21,9 +29,9 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
-from db import CandidateRecord, EventKind, EventRecord, Store
+from db import CandidateRecord, CandidateStatus, EventKind, EventRecord, Store
 from evonorm_search.lru import LockedLRU
-from evonorm_search.pareto import Front, front_order
+from evonorm_search.pareto import Front, front_order, nondominated
 
 EVENT_BATCH = 5000          # events read per query while catching up
 MAX_HISTORY = 400           # history is thinned to about this many entries
@@ -48,6 +56,7 @@ class FrontSnapshot:
     search_id: int
     last_event_id: int
     members: tuple[FrontPoint, ...]
+    verified_members: tuple[FrontPoint, ...]   # the front of the verified points alone
     hypervolume: float
     history: tuple[HistoryPoint, ...]
     finished: int
@@ -79,6 +88,9 @@ class FrontTracker:
         self._history: list[HistoryPoint] = []
         self._last_at: datetime | None = None
         self._snapshot: FrontSnapshot | None = None
+        self._points: dict[int, list[float]] = {}      # every evaluated original's current point
+        self._verified: dict[int, list[float]] = {}    # those that finished the top rung
+        self._rebuild = False                          # a point moved: rebuild the front from all
 
     def update(self, store: Store) -> FrontSnapshot:
         """Fold in the events written since the last call; return the current front."""
@@ -90,6 +102,11 @@ class FrontTracker:
                 candidates = self._undominated(finished)
                 for e in finished:
                     self._finish(int(e.candidate_id or 0), e.payload, e.created_at, e.id in candidates)
+                for e in events:
+                    if e.kind == EventKind.CANDIDATE_PROMOTED and e.candidate_id:
+                        self._promoted(int(e.candidate_id), e.payload)
+                if self._rebuild:
+                    self._rebuild_front()
                 if events:
                     self._last_event = events[-1].id
                     changed = True
@@ -118,7 +135,12 @@ class FrontTracker:
         self._last_at = at
         if p.get("status") == "evaluated" and p.get("objectives") is not None:
             self._evaluated += 1
-            q = self._point(p) if may_enter else None
+            point = self._point(p)
+            if point is not None:
+                self._points[candidate_id] = point
+                if p.get("verified"):
+                    self._verified[candidate_id] = point
+            q = point if may_enter else None
             if q is not None and self._front.add(candidate_id, q):
                 self._dirty = True
         else:
@@ -127,6 +149,24 @@ class FrontTracker:
         last = self._history[-1].finished if self._history else 0
         if self._dirty and self._finished - last >= max(1, self._finished // 200):
             self._record(at)
+
+    def _promoted(self, candidate_id: int, p: dict[str, object]) -> None:
+        objectives = p.get("objectives")
+        if not isinstance(objectives, list) or len(objectives) != len(self.maximise):
+            return
+        point = [float(v) for v in objectives]
+        self._points[candidate_id] = point
+        if p.get("verified"):
+            self._verified[candidate_id] = point
+        self._rebuild = True
+
+    def _rebuild_front(self) -> None:
+        keys, points = list(self._points), list(self._points.values())
+        self._front = Front(self.maximise)
+        for i in nondominated(points, self.maximise):
+            self._front.add(keys[i], points[i])
+        self._rebuild = False
+        self._dirty = True
 
     def _current_hv(self) -> float:
         if self._dirty:
@@ -146,9 +186,12 @@ class FrontTracker:
             history.append(HistoryPoint(self._finished, self._evaluated, hv, self._last_at))
         members = [FrontPoint(i, p) for i, p in zip(self._front.keys, self._front.points, strict=True)]
         members.sort(key=lambda m: front_order(m.objectives, self.maximise))   # as `summary` orders a front
+        keys, points = list(self._verified), list(self._verified.values())
+        verified = [FrontPoint(keys[i], tuple(points[i])) for i in nondominated(points, self.maximise)]
+        verified.sort(key=lambda m: front_order(m.objectives, self.maximise))
         return FrontSnapshot(
             search_id=self.search_id, last_event_id=self._last_event,
-            members=tuple(members), hypervolume=hv, history=tuple(history),
+            members=tuple(members), verified_members=tuple(verified), hypervolume=hv, history=tuple(history),
             finished=self._finished, evaluated=self._evaluated, rejected=self._rejected,
             by_stage=dict(sorted(self._by_stage.items())))
 
@@ -169,7 +212,8 @@ class LiveFronts:
 
 
 class CandidateCache:
-    """Finished candidates by id. A finished candidate never changes, so it is cached for good."""
+    """Finished candidates by id, cached for good once they can no longer change: rejected, or
+    verified (an evaluated candidate below the top rung still climbs, and its duplicates with it)."""
 
     def __init__(self, store: Store, max_size: int = 20_000) -> None:
         self.store = store
@@ -181,6 +225,6 @@ class CandidateCache:
         if row is not None:
             return row
         row = self.store.get_candidate(candidate_id)
-        if row.finished:
+        if row.status is CandidateStatus.REJECTED or row.verified:
             self._rows.put(candidate_id, row)
         return row

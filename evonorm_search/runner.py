@@ -62,9 +62,9 @@ from db.records import (
     SearchRecord,
     SearchStatus,
 )
-from evonorm_search.domain import CandidateView, search_config, task_objective
+from evonorm_search.domain import CandidateView, search_config
 from evonorm_search.evolution import Individual, Proposal, Strategy, make_strategy
-from evonorm_search.funnel import Funnel
+from evonorm_search.funnel import funnel_for, runs_of
 from evonorm_search.lease import Lease, LeaseLost
 from evonorm_search.pareto import maximised_mean
 from primitives import structural_hash
@@ -130,8 +130,7 @@ class SearchRunner:
         self.maximise = self.config.maximise
         self.strategy: Strategy = make_strategy(self.config)
         self.progress = Progress(budget=self.config.budget)
-        self.funnel = Funnel(self.spec, [(r.steps_frac, r.seeds, r.promote) for r in self.config.rungs],
-                             self.config.seed, self.maximise)
+        self.funnel = funnel_for(self.config)
         self._baseline_hashes = {structural_hash(g): n for n in self.config.baseline_names
                                  if (g := ZOO[n].graph) is not None}
         self._baselines: set[int] = set()                   # candidate ids of the baselines
@@ -160,10 +159,7 @@ class SearchRunner:
             self.search_id, [CandidateStatus.EVALUATED, CandidateStatus.REJECTED])
         originals = [c.id for c in finished if c.status is CandidateStatus.EVALUATED and c.reused_from is None]
         for cid, evals in self.store.evaluations_for_candidates(originals).items():
-            self.funnel.add(cid, [((task_objective(e.backbone, e.task), e.steps, e.seed),
-                                   float(e.metrics["accuracy"]))
-                                  for e in evals if e.rung is not None and e.steps is not None
-                                  and e.seed is not None])
+            self.funnel.add(cid, runs_of(evals).items())
         # Population order is finish order: the aging population keeps the newest.
         for c in sorted(finished, key=lambda c: (c.updated_at, c.id)):
             self._account(c)

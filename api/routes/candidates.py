@@ -53,10 +53,11 @@ def get_candidate(state: State, candidate_id: CandidateId) -> CandidateDetail:
     graph = view.graph
     evaluations = [EvaluationPublic(backbone=e.backbone, task=e.task,
                                     objective=task_objective(e.backbone, e.task), metrics=e.metrics,
-                                    wall_s=e.wall_s, worker=e.worker, created_at=e.created_at)
+                                    wall_s=e.wall_s, worker=e.worker, created_at=e.created_at, rung=e.rung,
+                                    seed=e.seed, steps=e.steps)
                    for e in state.store.evaluations_for(source)]
     return CandidateDetail(
-        **candidate_summary(c).model_dump(), search_name=search.record.name,
+        **candidate_summary(c, search.objectives.names).model_dump(), search_name=search.record.name,
         objective_names=search.objectives.names, maximise=search.objectives.maximise,
         graph=graph.to_json(), batch_dependent=graph.batch_dependent, fingerprint=c.fingerprint,
         rejection_reason=c.rejection_reason, lineage=_lineage(state, c), evaluations=evaluations,

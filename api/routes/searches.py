@@ -26,6 +26,7 @@ from api.schemas import (
 from api.views import candidate_summary, front, search_detail, search_public, snapshot, status_counts
 from db import CandidateStatus, SearchStatus
 from evonorm_search.config import PRESETS, SearchConfig, backbone_layouts, load_config, task_kinds
+from evonorm_search.domain import SearchView
 from primitives.zoo import ZOO
 
 router = APIRouter(tags=["searches"])
@@ -187,8 +188,9 @@ def list_candidates(
                                            after_id=after, order_by=key, descending=descending, limit=limit,
                                            offset=offset)
     next_after = max((c.id for c in rows), default=after)
-    return CandidatePage(items=[candidate_summary(c) for c in rows], total=total, limit=limit, offset=offset,
-                         next_after=next_after)
+    names = SearchView.of(search).objectives.names
+    return CandidatePage(items=[candidate_summary(c, names) for c in rows], total=total, limit=limit,
+                         offset=offset, next_after=next_after)
 
 
 @router.get("/api/searches/{search_id}/front", response_model=FrontPublic, responses={**NOT_FOUND, **INVALID},

@@ -22,12 +22,18 @@ def candidates(client: TestClient, sid: int, **params: Any) -> list[dict[str, An
 def test_detail_of_an_evaluated_child(finished: tuple[TestClient, int]) -> None:
     client, sid = finished
     child = next(c for c in candidates(client, sid, status="evaluated")
-                 if c["parent_ids"] and c["reused_from"] is None)
+                 if c["parent_ids"] and c["reused_from"] is None and c["rung"] == 0)
     d = client.get(f"/api/candidates/{child['id']}").json()
     assert d["formula"] == child["formula"] and d["graph"]["schema"] == "evonorm-graph/1"
     assert d["objective_names"] == ["resnet:shapes32", "transformer:pydoc_chars"]
-    assert [e["objective"] for e in d["evaluations"]] == d["objective_names"]
+    # rung 0: one run per objective at the search's seed, at a third of the steps; the objectives are
+    # the estimates' means over those runs
+    assert [(e["objective"], e["rung"], e["seed"]) for e in d["evaluations"]] == [
+        (n, 0, 0) for n in d["objective_names"]]
     assert [e["metrics"]["accuracy"] for e in d["evaluations"]] == pytest.approx(d["objectives"])
+    assert [(e["objective"], e["mean"], e["n"], e["stderr"]) for e in d["estimates"]] == [
+        (n, pytest.approx(v), 1, None) for n, v in zip(d["objective_names"], d["objectives"], strict=True)]
+    assert d["verified"] is False
     assert d["evaluations_from"] == d["id"]
     # lineage: parent first, generations decreasing to 0
     assert d["lineage"][0]["id"] == child["parent_ids"][0]

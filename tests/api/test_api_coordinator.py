@@ -205,7 +205,8 @@ def test_one_fingerprint_is_trained_once_even_within_one_batch(tmp_path: Path) -
         return api_fakes.fake_evaluate(graph, spec, cache, screening)
 
     store = Store(str(tmp_path / "once.db"))
-    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": 12, "in_flight": 2, "seed_with_zoo": []})
+    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": 12, "in_flight": 2, "seed_with_zoo": [],
+                             "baselines": []})
     sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=0).id
     SearchRunner(store, sid, InProcessExecutor(), screen_fn=same_screen,
                  rung_fn=api_fakes.rung_fn(evaluate)).run()

@@ -63,3 +63,34 @@ def test_front_equals_full_recomputation_and_ignores_read_timing(tmp_path: Path,
     cache = LiveFronts(store, max_searches=1)
     assert cache.snapshot(sid, maximise).members == once.members
     store.close()
+
+
+def test_a_climb_moves_a_point_and_the_front_is_rebuilt(tmp_path: Path) -> None:
+    """A member re-estimated lower at a higher rung leaves the front, and what it dominated comes back;
+    the verified front is the verified points alone."""
+    from db import Estimate, RungOutcome
+
+    maximise = [True, True]
+    store = Store(str(tmp_path / "climb.db"))
+    sid = store.create_search("live", {"tasks": []}).id
+    a, b, c = store.add_candidates(sid, [NewCandidate('{"nodes": []}', f"h{i}") for i in range(3)])
+    one = (Estimate(0.9, None, 1), Estimate(0.9, None, 1))
+    store.finish_candidates([
+        CandidateOutcome(a.id, CandidateStatus.EVALUATED, objectives=(0.9, 0.9), rung=0, estimates=one),
+        CandidateOutcome(b.id, CandidateStatus.EVALUATED, objectives=(0.5, 0.6), rung=0,
+                         estimates=(Estimate(0.5, None, 1), Estimate(0.6, None, 1))),
+        CandidateOutcome(c.id, CandidateStatus.EVALUATED, objectives=(0.4, 0.7), rung=0,
+                         estimates=(Estimate(0.4, None, 1), Estimate(0.7, None, 1)))])
+    tracker = FrontTracker(sid, maximise)
+    first = tracker.update(store)
+    assert [m.candidate_id for m in first.members] == [a.id] and first.verified_members == ()
+    # a's estimate at the top rung (3 seeds) is much lower: b and c are back; a is verified
+    store.record_rung(RungOutcome(a.id, 2, (0.45, 0.5), (Estimate(0.45, 0.01, 3), Estimate(0.5, 0.02, 3)),
+                                  verified=True))
+    after = tracker.update(store)
+    assert {m.candidate_id for m in after.members} == {b.id, c.id}
+    assert [(m.candidate_id, m.objectives) for m in after.verified_members] == [(a.id, (0.45, 0.5))]
+    assert after.hypervolume == pytest.approx(hypervolume([(0.5, 0.6), (0.4, 0.7)], maximise))
+    # a tracker that reads everything at once agrees
+    assert FrontTracker(sid, maximise).update(store).members == after.members
+    store.close()

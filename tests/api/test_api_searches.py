@@ -264,3 +264,28 @@ def test_token_guards_post_routes_only(app_factory: Any) -> None:
         assert client.get("/api/zoo").status_code == 200
         spec = client.get("/openapi.json").json()
         assert spec["paths"]["/api/searches"]["post"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_front_members_are_estimates_with_rung_verified_and_paired_comparisons(
+        finished: tuple[TestClient, int]) -> None:
+    client, sid = finished
+    front = client.get(f"/api/searches/{sid}/front").json()
+    names = front["objectives"]
+    for m in front["members"] + front["verified_members"]:
+        assert [e["objective"] for e in m["estimates"]] == names
+        assert [e["mean"] for e in m["estimates"]] == pytest.approx(m["objectives"])
+        assert m["rung"] is not None and m["verified"] == (m["rung"] == 2)
+        for e in m["estimates"]:
+            assert (e["stderr"] is None) == (e["n"] < 2)
+        for x in m["comparisons"]:
+            assert x["baseline"] in {b["name"] for b in front["baselines"]} and x["objective"] in names
+            assert x["beats"] == (x["p"] is not None and x["p"] < 0.05 and x["diff"] > 0)
+    # the search verified something, and the verified front is made of verified members only
+    assert front["verified_members"] and all(m["verified"] for m in front["verified_members"])
+    assert all(m["heldout"] == [] for m in front["members"] if not m["verified"])
+    # BN-ReLU (the search's baseline) climbed every rung at the same seeds: 3 runs per objective
+    bn = next(b for b in front["baselines"] if b["name"] == "bn_relu")
+    assert bn["rung"] == 2 and bn["verified"] and [e["n"] for e in bn["estimates"]] == [3, 3]
+    top = [m for m in front["verified_members"] if m["zoo_name"] != "bn_relu"]
+    if top:   # compared at the top rung's 3 seeds with BN-ReLU
+        assert {x["n"] for x in top[0]["comparisons"] if x["baseline"] == "bn_relu"} == {3}

@@ -129,3 +129,13 @@ def test_config_checks_the_funnel():
         load_config("quick", {"baselines": ["nope"]})
     assert load_config(None, {}).baseline_names == ["bn_relu"]
     assert load_config(None, {"batch_independent": True}).baseline_names == ["bn_relu", "gn_relu", "evonorm_s0"]
+
+
+def test_a_presets_held_out_task_that_becomes_an_objective_is_dropped():
+    digits = {"backbone": "resnet", "task": "digits"}
+    cfg = load_config("quick", {"tasks": [digits]})
+    assert cfg.heldout_tasks == [] and cfg.objectives == ["resnet:digits"]
+    kept = load_config("quick", {"tasks": [{"backbone": "mobilenet", "task": "digits"}]})
+    assert [f"{t.backbone}:{t.task}" for t in kept.heldout_tasks] == ["resnet:digits"]
+    with pytest.raises(ValueError, match="never selects on"):        # said explicitly: an error
+        load_config("quick", {"tasks": [digits], "heldout_tasks": [digits]})
