@@ -296,52 +296,64 @@ class _progress:
         self.bar.update(self.task, completed=p.finished, total=p.budget, info=escape(info))
 
 
-def _print_front(store: Any, search_id: int) -> None:
-    from evonorm_search.domain import SearchView, baselines, search_config
-    from evonorm_search.summary import evaluated, pareto_front
+def _estimate_text(e: dict[str, Any]) -> str:
+    """0.9123 ± 0.0040 (3): the mean, its standard error and n."""
+    se = f" ± {e['stderr']:.4f}" if e.get("stderr") is not None else ""
+    return f"{e['mean']:.4f}{se} ({e['n']})"
 
-    search = store.get_search(search_id)
-    cfg = search_config(search)
-    rows = evaluated(store, search_id)
-    front = pareto_front(rows, cfg.maximise)
-    what = "validation accuracy per task"
-    if cfg.cost_objective:
+
+def _print_front(store: Any, search_id: int) -> None:
+    from evonorm_search.summary import front_report
+
+    report = front_report(store, search_id)
+    names = report["objectives"]
+    what = "mean ± standard error (seeds) per task at each layer's highest rung"
+    if "cost" in names:
         what += "; cost: fwd+bwd time relative to BN-ReLU, lower is better"
     table = Table(title=f"Pareto front of search {search_id} ({what})")
     table.add_column("id")
     table.add_column("formula")
-    for name in cfg.objectives:
+    for name in names:
         table.add_column(name, justify="right")
+    table.add_column("rung")           # "2 ✓": finished the top rung (verified); else provisional
+    wins = {m["id"]: ", ".join(f"{x['baseline']} on {x['objective']} (p {x['p']:.3f})"
+                               for x in m["comparisons"] if x["beats"]) for m in report["members"]}
+    if any(wins.values()):
+        table.add_column("beats (paired, p < 0.05)")
     table.add_column("origin")
-    for m in front:
-        table.add_row(str(m.candidate_id), m.candidate.formula, *(f"{v:.4f}" for v in m.objectives),
-                      m.candidate.origin[:40])
-    for name, c in baselines(store, SearchView.of(search)):
-        scores = [f"{v:.4f}" for v in c.objectives] if c.objectives else \
-            [f"rejected: {c.rejection_stage}"] + [""] * (len(cfg.objectives) - 1)
-        table.add_row(f"[dim]{c.id}[/]", f"[dim]zoo {name}[/]", *scores, "[dim]baseline[/]")
+    for m in report["members"]:
+        rung = f"{m['rung']} ✓" if m["verified"] else str(m["rung"])
+        table.add_row(str(m["id"]), m["formula"], *(_estimate_text(e) for e in m["estimates"]), rung,
+                      *([wins[m["id"]] or "-"] if any(wins.values()) else []), m["origin"][:40])
+    for b in report["baselines"]:
+        scores = [_estimate_text(e) for e in b["estimates"]] if b["estimates"] else \
+            [f"rejected: {b['rejection_stage']}"] + [""] * (len(names) - 1)
+        table.add_row(f"[dim]{b['id']}[/]", f"[dim]zoo {b['name']}[/]", *scores, f"[dim]{b['rung']}[/]",
+                      *([""] if any(wins.values()) else []), "[dim]baseline[/]")
     console.print(table)
+    verified = [m["id"] for m in report["verified_members"]]
+    console.print(f"rung ✓: verified (the top rung, held-out tasks included); verified front: "
+                  f"{verified or 'none yet'}")
 
 
 def _summary(store: Any, search_id: int) -> dict[str, Any]:
-    from evonorm_search.domain import SearchView, baselines, search_config
-    from evonorm_search.summary import evaluated, hypervolume_history, pareto_front
+    from evonorm_search.domain import search_config
+    from evonorm_search.summary import evaluated, front_report, hypervolume_history
 
     search = store.get_search(search_id)
     cfg = search_config(search)
     maximise = cfg.maximise
     rows = evaluated(store, search_id)
+    report = front_report(store, search_id)
     return {
         "search_id": search.id, "status": search.status, "objectives": cfg.objectives,
         "candidates": search.num_candidates, "evaluated": search.num_evaluated, "rejected": search.num_rejected,
         "by_status": {str(k): v for k, v in store.count_by_status(search_id).items()},
         "rejected_by_stage": store.count_by_rejection_stage(search_id),
-        "front": [{"id": m.candidate_id, "formula": m.candidate.formula, "objectives": m.objectives,
-                   "origin": m.candidate.origin}
-                  for m in pareto_front(rows, maximise)],
-        "baselines": {name: {"id": c.id, "objectives": c.objectives, "status": c.status,
-                             "rejection_stage": c.rejection_stage}
-                      for name, c in baselines(store, SearchView.of(search))},
+        "front": report["members"],
+        "verified_front": report["verified_members"],
+        "baselines": {b["name"]: b for b in report["baselines"]},
+        "test": f"{report['test']}, beats at p < {report['alpha']}",
         "hypervolume_history": hypervolume_history(rows, maximise),
     }
 
@@ -356,18 +368,24 @@ def status(search_id: int, db: Annotated[str | None, typer.Option(help="Database
         summary = _summary(store, search_id)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
-    summary.pop("front")
-    summary.pop("hypervolume_history")
+    for key in ("front", "verified_front", "hypervolume_history"):
+        summary.pop(key)
     console.print_json(json.dumps(summary, default=str))
 
 
 @app.command()
-def front(search_id: int, db: Annotated[str | None, typer.Option(help="Database URL.")] = None) -> None:
-    """Print a search's Pareto front beside its zoo baselines."""
+def front(search_id: int, db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print the front as JSON.")] = False) -> None:
+    """Print a search's Pareto front (estimates with n, rung, verified) beside its baselines."""
     from db import NotFoundError
+    from evonorm_search.summary import front_report
 
     try:
-        _print_front(_open_store(db, create=False), search_id)
+        store = _open_store(db, create=False)
+        if as_json:
+            console.print_json(json.dumps(front_report(store, search_id), default=str))
+        else:
+            _print_front(store, search_id)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
 

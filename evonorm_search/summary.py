@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from db import CandidateRecord, CandidateStatus, Store
-from evonorm_search.domain import CandidateView, search_config
+from evonorm_search.domain import CandidateView, SearchView, baselines, search_config
+from evonorm_search.funnel import ALPHA, MemberStats, member_stats
 from evonorm_search.pareto import front_order, hypervolume, nondominated
 from primitives.export import ExportFormat, export_bytes
 
@@ -71,3 +73,42 @@ def export_winners(store: Store, search_id: int, out: Path) -> list[Path]:
         path.write_bytes(export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps))
         paths.append(path)
     return paths
+
+
+def _member_json(c: CandidateRecord, names: list[str], stats: MemberStats | None) -> dict[str, Any]:
+    view = CandidateView(c)
+    return {
+        "id": c.id, "formula": view.formula, "origin": view.origin, "objectives": list(c.objectives or ()),
+        "rung": c.rung, "verified": c.verified,
+        "estimates": [{"objective": n, **e.to_json()} for n, e in zip(names, c.estimates or (), strict=False)],
+        "heldout": [{"objective": o, **e.to_json()} for o, e in (stats.heldout.items() if stats else ())],
+        "comparisons": [{"baseline": x.baseline, "objective": x.objective, "diff": x.diff.mean,
+                         "diff_stderr": x.diff.stderr, "n": x.diff.n, "p": x.p, "beats": x.beats}
+                        for x in (stats.comparisons if stats else ())],
+    }
+
+
+def front_report(store: Store, search_id: int) -> dict[str, Any]:
+    """The front as the CLI and the summary JSON show it: every member's estimates (mean, stderr, n),
+    rung, verified flag, held-out scores and paired comparisons with the baselines; the verified front
+    (members that finished the top rung) beside it; the baselines at the same seeds."""
+    search = SearchView.of(store.get_search(search_id))
+    cfg = search.config
+    if cfg is None:
+        raise ValueError(f"search {search_id} has a config this version cannot read")
+    rows = evaluated(store, search_id)
+    front = pareto_front(rows, cfg.maximise)
+    verified = pareto_front([c for c in rows if c.verified], cfg.maximise)
+    base = baselines(store, search)
+    records = {m.candidate.record.id: m.candidate.record for m in (*front, *verified)}
+    stats = member_stats(store, cfg, list(records.values()), base)
+    names = cfg.objectives
+    return {
+        "objectives": names, "maximise": cfg.maximise, "alpha": ALPHA,
+        "test": "one-sided paired t-test over seeds at the member's highest rung",
+        "members": [_member_json(m.candidate.record, names, stats.get(m.candidate_id)) for m in front],
+        "verified_members": [_member_json(m.candidate.record, names, stats.get(m.candidate_id))
+                             for m in verified],
+        "baselines": [{"name": n, **_member_json(c, names, None), "status": c.status.value,
+                       "rejection_stage": c.rejection_stage} for n, c in base],
+    }

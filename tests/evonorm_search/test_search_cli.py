@@ -36,7 +36,7 @@ from primitives.compile import class_name_for
 runner = CliRunner()
 
 SUMMARY_KEYS = {"search_id", "status", "objectives", "candidates", "evaluated", "rejected", "by_status",
-                "rejected_by_stage", "front", "baselines", "hypervolume_history"}
+                "rejected_by_stage", "front", "verified_front", "baselines", "test", "hypervolume_history"}
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
@@ -74,13 +74,15 @@ def finished(module_database: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     if module_database.backend == "sqlite":
         db = str(tmp / "new" / "dir" / "search.db")  # `run` creates the file and its directory
     summary, export_dir = tmp / "out" / "summary.json", tmp / "winners"
-    threads = torch.get_num_threads()
+    threads, width = torch.get_num_threads(), cli.console.width
     torch.set_num_threads(1)
+    cli.console.width = 300     # one line per table row
     try:
         result = runner.invoke(app, ["run", "--config", str(config), "--executor", "inprocess", "--db", db,
                                      "--summary-json", str(summary), "--export-dir", str(export_dir)])
     finally:
         torch.set_num_threads(threads)
+        cli.console.width = width
     assert result.exit_code == 0, result.output
     data = json.loads(summary.read_text())
     yield Finished(db, data["search_id"], result.output, data, export_dir)
@@ -97,10 +99,15 @@ def test_run_finishes_the_budget_and_prints_the_front(finished: Finished) -> Non
     assert s["front"], "an evaluated seed means a non-empty front"
     for m in s["front"]:
         assert len(m["objectives"]) == 2 and 0 <= m["objectives"][0] <= 1 and m["objectives"][1] > 0
+        # objectives are estimates: the accuracy a mean over the rung's seeds, the cost measured once
+        assert [e["mean"] for e in m["estimates"]] == pytest.approx(m["objectives"])
+        assert m["estimates"][1]["n"] == 1 and m["rung"] is not None
+    assert all(m["verified"] for m in s["verified_front"])
     out = _text(finished.output)
     assert f"search {finished.search_id}: finished" in out
     assert "cost: fwd+bwd time relative to BN-ReLU, lower is better" in out
     assert "zoo bn_relu" in out and "baseline" in out
+    assert " ± " in out and "verified front:" in out        # estimates with their error bars
     assert f"exported {len(s['front'])} winners" in out
 
 
@@ -120,7 +127,8 @@ def test_status_prints_the_counts(finished: Finished) -> None:
     result = runner.invoke(app, ["status", str(finished.search_id), "--db", finished.db])
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
-    expected = {k: v for k, v in finished.summary.items() if k not in ("front", "hypervolume_history")}
+    expected = {k: v for k, v in finished.summary.items()
+                if k not in ("front", "verified_front", "hypervolume_history")}
     assert shown == expected
 
 
@@ -128,12 +136,22 @@ def test_front_prints_the_members_and_baselines(finished: Finished, monkeypatch:
     monkeypatch.setattr(cli.console, "width", 400)  # one line per row
     result = runner.invoke(app, ["front", str(finished.search_id), "--db", finished.db])
     assert result.exit_code == 0, result.output
-    assert f"Pareto front of search {finished.search_id} (validation accuracy per task; cost:" in \
-        _text(result.output)
+    assert f"Pareto front of search {finished.search_id} (mean ± standard error (seeds) per task at each " \
+           "layer's highest rung; cost:" in _text(result.output)
     for m in finished.summary["front"]:
-        assert any(m["formula"] in line and f"{m['objectives'][0]:.4f}" in line
-                   for line in result.output.splitlines()), m
+        acc = m["estimates"][0]
+        shown = f"{acc['mean']:.4f}" + (f" ± {acc['stderr']:.4f}" if acc["stderr"] is not None else "") \
+            + f" ({acc['n']})"
+        assert any(m["formula"] in line and shown in line for line in result.output.splitlines()), m
     assert "zoo bn_relu" in result.output
+    # --json: the same front, with every member's estimates, rung and verified flag
+    as_json = runner.invoke(app, ["front", str(finished.search_id), "--db", finished.db, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.stdout)
+    assert [m["id"] for m in report["members"]] == [m["id"] for m in finished.summary["front"]]
+    for m in report["members"] + report["verified_members"]:
+        assert {"mean", "stderr", "n"} <= set(m["estimates"][0]) and isinstance(m["verified"], bool)
+    assert report["alpha"] == 0.05 and "paired t-test" in report["test"]
 
 
 def test_front_title_without_a_cost_objective(finished: Finished, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,7 +161,8 @@ def test_front_title_without_a_cost_objective(finished: Finished, monkeypatch: p
     monkeypatch.setattr(cli.console, "width", 400)
     result = runner.invoke(app, ["front", str(sid), "--db", finished.db])
     assert result.exit_code == 0, result.output
-    assert f"Pareto front of search {sid} (validation accuracy per task)" in _text(result.output)
+    assert f"Pareto front of search {sid} (mean ± standard error (seeds) per task at each layer's highest " \
+           "rung)" in _text(result.output)
     assert "cost" not in result.output
 
 
@@ -245,7 +264,8 @@ def test_ctrl_c_stops_without_a_traceback_and_the_search_resumes(tmp_path: Path)
     config = tmp_path / "search.json"
     # long enough (a couple of seconds per candidate) that the poll below sees the first one training
     steps = {"steps": 500, "batch_size": 32, "backbone_kwargs": {"widths": [8, 16], "blocks": [1, 1]}}
-    config.write_text(json.dumps(tiny_config(budget=2, cost_objective=False,
+    # one rung: a candidate trains once (the funnel's climbs would multiply the training here)
+    config.write_text(json.dumps(tiny_config(budget=2, cost_objective=False, rungs=[{"steps_frac": 1}],
                                              tasks=[{"backbone": "resnet", "task": "digits", **steps}])))
     db = tmp_path / "search.db"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "EVONORM_EXPORT_DIR": str(tmp_path / "exports")}
