@@ -16,9 +16,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -326,34 +324,17 @@ def test_coordinator_killed_and_restarted_resumes_without_duplicates(
                                             restart_to_healthy_s=round(back_s, 1))
 
 
-def _pg_cluster() -> tuple[str, str] | None:
-    if not shutil.which("pg_lsclusters"):
-        return None
-    out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        version, name, port, *_ = line.split()
-        if port == "5432":
-            return version, name
-    return None
-
-
 def test_postgres_restart_mid_search_is_ridden_out(client: httpx.Client, store: Store,
                                                    deploy_db: Any, figures: dict[str, Any]) -> None:
-    if deploy_db.backend != "postgresql":
+    # The module's own throwaway cluster, never the shared server at 127.0.0.1:5432.
+    server = deploy_db.server
+    if server is None:
         pytest.skip(deploy_db.skip_reason or "the deploy tests run on SQLite")
-    cluster = _pg_cluster()
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or cluster is None:
-        pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster with a cluster on port 5432")
-    version, name = cluster
     budget = 12
     sid = launch(client, cheap_config("pg-restart", budget=budget, steps=60, seed=41))
     wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
     t = time.monotonic()
-    try:
-        subprocess.run(["pg_ctlcluster", version, name, "restart"], check=True, timeout=120)
-    finally:
-        # Whatever happened, leave the server running for everyone else.
-        subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, timeout=120)
+    server.restart()
     restart_s = time.monotonic() - t
     at_restart = finished_count(client, sid)
     wait_finished(client, sid, 240)
