@@ -104,3 +104,14 @@ def test_ray_job_that_kills_its_worker_every_time_is_rejected(ray_executor: RayE
         assert drain(ex)[again] == 2.0
     finally:
         ex.close()
+
+
+def test_ray_time_queued_behind_other_jobs_is_not_counted(ray_executor: RayExecutor) -> None:
+    # 2 CPUs, 4 jobs of 1.5 s each with a 2.5 s limit: the last two wait ~1.5 s for a CPU, so timed
+    # from submission they would pass their limit; timed from their start they finish well within it.
+    jobs = [ray_executor.submit(time.sleep, 1.5, timeout_s=2.5) for _ in range(4)]
+    out = drain(ray_executor)
+    assert [out[j] for j in jobs] == [None] * 4, out
+    # A job that runs too long is still timed out.
+    hung = ray_executor.submit(time.sleep, 3600, timeout_s=1.0)
+    assert isinstance(drain(ray_executor)[hung], JobFailure)
