@@ -12,6 +12,7 @@ from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError
 from db.migrate import upgrade
 from db.open import open_store, sqlite_file
 from db.records import (
+    ENDED_SEARCH_STATUSES,
     FINISHED_CANDIDATE_STATUSES,
     SEARCH_TRANSITIONS,
     TERMINAL_SEARCH_STATUSES,
@@ -33,6 +34,7 @@ from db.records import (
 from db.store import Store
 
 __all__ = [
+    "ENDED_SEARCH_STATUSES",
     "FINISHED_CANDIDATE_STATUSES",
     "SEARCH_TRANSITIONS",
     "TERMINAL_SEARCH_STATUSES",
