@@ -187,7 +187,9 @@ def _exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RetryableStoreError)
     async def busy(request: Request, exc: RetryableStoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        # The driver's message names the database host, port and user: the log gets it, clients do not.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return system.unavailable()
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -227,3 +227,26 @@ def test_time_queued_behind_another_search_is_not_counted_and_the_cluster_is_sha
     firsts = [min(c.updated_at for c in store.list_candidates(s, limit=None)) for s in sids]
     assert firsts[0] < ends[1] and firsts[1] < ends[0]
     store.close()
+
+
+def test_503_while_the_database_is_down_names_no_host_and_says_when_to_retry(
+        throwaway_pg: Any, throwaway_database: Any) -> None:
+    from api.app import create_app
+    from evonorm_search.settings import Settings
+
+    app = create_app(Settings(db_url=throwaway_database.url, executor="inprocess"),
+                     runner_kwargs=api_fakes.FAST_RUNNER)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        throwaway_pg.stop()
+        try:
+            for path in ("/healthz", "/api/searches"):
+                r = client.get(path)
+                assert r.status_code == 503, (path, r.text)
+                assert int(r.headers["Retry-After"]) > 0
+                body = r.text.lower()
+                for secret in (str(throwaway_pg.port), "127.0.0.1", "postgres", "psycopg", "connection"):
+                    assert secret not in body, (path, secret, r.text)
+        finally:
+            throwaway_pg.start()
+        assert client.get("/healthz").status_code == 200
