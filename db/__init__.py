@@ -13,6 +13,7 @@ from db.migrate import upgrade
 from db.open import open_store, sqlite_file
 from db.records import (
     ENDED_SEARCH_STATUSES,
+    FAULT_EVENT_KINDS,
     FINISHED_CANDIDATE_STATUSES,
     SEARCH_TRANSITIONS,
     TERMINAL_SEARCH_STATUSES,
@@ -35,6 +36,7 @@ from db.store import Store
 
 __all__ = [
     "ENDED_SEARCH_STATUSES",
+    "FAULT_EVENT_KINDS",
     "FINISHED_CANDIDATE_STATUSES",
     "SEARCH_TRANSITIONS",
     "TERMINAL_SEARCH_STATUSES",

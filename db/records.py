@@ -95,6 +95,11 @@ class EventKind(StrEnum):
     RUNNER_TAKEOVER = "runner_takeover"  # payload: previous, runner (a dead runner's lease taken over)
 
 
+FAULT_EVENT_KINDS: frozenset[str] = frozenset(
+    {EventKind.STORE_OUTAGE, EventKind.NODE_LOST, EventKind.CANDIDATE_RETRIED, EventKind.RUNNER_TAKEOVER}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Estimate:
     """One objective of a candidate as an estimate over the seeds it ran at.

@@ -1005,15 +1005,23 @@ class Store:
         return self._run("append_event", fn, write=True)
 
     def events_after(
-        self, after_id: int = 0, *, search_id: int | None = None, limit: int = 1000
+        self,
+        after_id: int = 0,
+        *,
+        search_id: int | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int = 1000,
     ) -> list[EventRecord]:
-        """Events with id > after_id, in id order; pass the last id seen to follow the log."""
+        """Events with id > after_id (of these `kinds` when given), in id order; pass the last id seen
+        to follow the log."""
         _check_page(limit, 0)
 
         def fn(s: Session) -> list[EventRecord]:
             stmt = select(_events).where(_events.c.id > after_id)
             if search_id is not None:
                 stmt = stmt.where(_events.c.search_id == search_id)
+            if kinds is not None:
+                stmt = stmt.where(_events.c.kind.in_(sorted(str(k) for k in kinds)))
             stmt = stmt.order_by(_events.c.id).limit(limit)
             return [_event_record(r) for r in s.execute(stmt)]
 

@@ -250,3 +250,15 @@ def test_503_while_the_database_is_down_names_no_host_and_says_when_to_retry(
         finally:
             throwaway_pg.start()
         assert client.get("/healthz").status_code == 200
+
+
+def test_faults_route_lists_a_searchs_fault_events_only(client: TestClient) -> None:
+    store: Store = client.app.state.evonorm.store  # type: ignore[attr-defined]
+    sid = store.create_search("f", {**api_fakes.TINY_SEARCH, "budget": 3}, seed=0).id
+    other = store.create_search("g", {**api_fakes.TINY_SEARCH, "budget": 3}, seed=0).id
+    store.append_event(EventKind.RUNNER_TAKEOVER, {"previous": "host:1:2:abc", "runner": "host:3:4:def"},
+                       search_id=sid)
+    store.append_event(EventKind.NODE_LOST, {"node": "n", "address": "a", "candidates": []}, search_id=other)
+    faults = client.get(f"/api/searches/{sid}/faults").json()
+    assert [f["kind"] for f in faults] == ["runner_takeover"]   # not search_created, not the other's
+    assert client.get("/api/searches/999/faults").status_code == 404
