@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 from deploy_app import HANG_SEED
-from deploy_cluster import REPO, CoordinatorProcess, RayCluster, wait_for
+from deploy_cluster import RECONNECT_S, REPO, CoordinatorProcess, RayCluster, wait_for
 
 from db import CandidateStatus, Store
 
@@ -128,6 +128,13 @@ def finished_events(client: httpx.Client, sid: int) -> Counter[int]:
             elif line.startswith("data:") and kind == "candidate_finished":
                 counts[json.loads(line.split(":", 1)[1])["candidate_id"]] += 1
     return counts
+
+
+def fault_events(client: httpx.Client, sid: int) -> list[dict[str, Any]]:
+    r = client.get(f"/api/searches/{sid}/faults")
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()
+    return events
 
 
 def assert_exactly_once(client: httpx.Client, store: Store, sid: int, budget: int) -> list[dict[str, Any]]:
@@ -291,8 +298,13 @@ def test_worker_node_killed_mid_search_loses_nothing(client: httpx.Client, store
     cands = assert_exactly_once(client, store, sid, budget)
     # The lost job was retried on a live node (or, after its retries, rejected as worker_died).
     assert sum(c["status"] == "evaluated" for c in cands) >= 1
+    # The search's events say so: the node lost, and each job that Ray ran again elsewhere.
+    faults = fault_events(client, sid)
+    assert [f for f in faults if f["kind"] == "node_lost"], faults
+    retried = [f for f in faults if f["kind"] == "candidate_retried"]
+    assert retried and all(not f["payload"]["same_node"] for f in retried), faults
     figures["worker_node_killed"] = summary(client, sid, cands, finished_when_killed=at_kill,
-                                            nodes_before=3, nodes_after=2)
+                                            nodes_before=3, nodes_after=2, retried_events=len(retried))
 
 
 def test_coordinator_killed_and_restarted_resumes_without_duplicates(
@@ -319,6 +331,8 @@ def test_coordinator_killed_and_restarted_resumes_without_duplicates(
                                                                                c.updated_at)
     redone = {i for i in before if i not in finished_before}
     assert in_flight_at_kill <= redone
+    [takeover] = [f for f in fault_events(client, sid) if f["kind"] == "runner_takeover"]
+    assert takeover["payload"]["previous"] != takeover["payload"]["runner"]
     figures["coordinator_killed"] = summary(client, sid, cands, finished_before_kill=len(finished_before),
                                             evaluating_at_kill=len(in_flight_at_kill),
                                             restart_to_healthy_s=round(back_s, 1))
@@ -341,6 +355,39 @@ def test_postgres_restart_mid_search_is_ridden_out(client: httpx.Client, store: 
     cands = assert_exactly_once(client, store, sid, budget)
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["database"] == "postgresql"
+    outages = [f["payload"] for f in fault_events(client, sid) if f["kind"] == "store_outage"]
+    assert outages, "the outage the runner rode out is in the search's events"
     figures["postgres_restarted"] = summary(client, sid, cands, pg_restart_s=round(restart_s, 1),
-                                            finished_after_restart=budget - at_restart)
+                                            finished_after_restart=budget - at_restart,
+                                            outage_events=len(outages),
+                                            runner_waited_s=max(o["down_s"] for o in outages))
 
+
+
+def test_postgres_down_longer_than_the_retry_window_pauses_the_search_then_it_finishes(
+        client: httpx.Client, store: Store, deploy_db: Any, figures: dict[str, Any]) -> None:
+    server = deploy_db.server
+    if server is None:
+        pytest.skip(deploy_db.skip_reason or "the deploy tests run on SQLite")
+    budget = 10
+    sid = launch(client, cheap_config("pg-outage", budget=budget, steps=60, seed=51))
+    wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
+    down_s = 2 * RECONNECT_S + 2   # the runners' window is RECONNECT_S
+    server.stop()
+    try:
+        time.sleep(down_s)
+        r = client.get("/healthz")
+        assert r.status_code == 503 and "Retry-After" in r.headers and "5432" not in r.text
+    finally:
+        server.start()
+    at_return = finished_count(client, sid)
+    wait_finished(client, sid, 240)
+    cands = assert_exactly_once(client, store, sid, budget)
+    s = search(client, sid)
+    assert s["error"] is None
+    assert not [c for c in cands if c["status"] == "evaluating"]
+    outages = [f["payload"] for f in fault_events(client, sid) if f["kind"] == "store_outage"]
+    assert any(o.get("runner_restarted") for o in outages), outages
+    figures["postgres_down_past_retry_window"] = summary(
+        client, sid, cands, down_s=down_s, retry_window_s=RECONNECT_S, finished_after_return=budget - at_return,
+        runner_waited_s=max(o["down_s"] for o in outages))
