@@ -50,7 +50,7 @@ from evonorm_search.domain import search_config
 from evonorm_search.outage import run_through_outages
 from evonorm_search.runner import Progress, SearchRunner, cancelled_outcome
 from evonorm_search.summary import export_winners, winners_dir
-from workers.executors import Executor, Outcome
+from workers.executors import Executor, Outcome, private_ray_auth
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +419,7 @@ class Coordinator:
                 # server's, so `kill` still means a graceful shutdown that hands searches back.
                 main = threading.current_thread() is threading.main_thread()
                 previous = signal.getsignal(signal.SIGTERM) if main else None
+                private_ray_auth(self.ray_address)
                 ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
                 if previous is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import socket
 import time
 import traceback
@@ -24,6 +25,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,27 @@ class Executor(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def private_ray_auth(address: str | None) -> None:
+    """Call before `ray.init(address)`: a private local Ray keeps its token out of the home directory.
+
+    Ray 2.60's `ray.init()` of a new local cluster turns token auth on when RAY_AUTH_MODE is unset, and
+    writes a token to ~/.ray/auth_token when it finds none. That file then turns token auth on for any
+    `ray start --head` on the machine, whose plain `ray start --address` workers cannot join. Here the
+    mode is set explicitly and a fresh token lives in this process's environment (its Ray processes
+    inherit it). An explicit RAY_AUTH_MODE, a configured token, or joining a cluster (`address` set:
+    see docs/deployment.md) is left alone.
+    """
+    if address is not None or "RAY_AUTH_MODE" in os.environ:
+        return
+    from ray._raylet import Config
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    configured = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not configured and not (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(16)
+    Config.initialize("")   # Ray reads the mode once, at import: make this process see it (as ray.init does)
 
 
 def _error(e: BaseException) -> JobFailure:
@@ -192,6 +215,7 @@ class RayExecutor(Executor):
             if address is None and local_cpus is not None:
                 kwargs["num_cpus"] = local_cpus
             kwargs.update(init_kwargs or {})
+            private_ray_auth(address)
             ray.init(address=address, **kwargs)
             self._owns_ray = True
         self.num_cpus = num_cpus
