@@ -93,7 +93,7 @@ def private_ray_auth(address: str | None) -> None:
     """
     if address is not None or "RAY_AUTH_MODE" in os.environ:
         return
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     os.environ["RAY_AUTH_MODE"] = "token"
     configured = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -172,7 +172,7 @@ def _run_job(fn: Callable[..., Any], args: tuple[Any, ...], threads: int) -> Any
     # Ray re-runs a task whose worker or node died, but drops what the first attempt already yielded,
     # so a `_Done` from another place than the `_Started` tells the driver the job was retried.
     import ray
-    import torch
+    import torch  # before the start: a fresh worker's import is its start-up, not the job's time
 
     # One job per reserved CPU: keep torch from oversubscribing the node.
     torch.set_num_threads(max(1, threads))
@@ -187,6 +187,7 @@ class _Running:
     timeout_s: float | None
     deadline: float | None = None  # set when the job starts running
     started: _Started | None = None
+    retried: bool = False          # reported as retried already
 
 
 class RayExecutor(Executor):
@@ -262,7 +263,16 @@ class RayExecutor(Executor):
                 # Ray runs it again on a live node: its time limit starts over.
                 job = self._running[job_id]
                 job.deadline = now + job.timeout_s if job.timeout_s else None
+                self._retried(job_id, job, to_node=None)
         self._alive = alive
+
+    def _retried(self, job_id: int, job: _Running, to_node: str | None) -> None:
+        """Report once that Ray runs a job again (its node was lost, or it ran on elsewhere)."""
+        if job.retried or job.started is None:
+            return
+        job.retried = True
+        self._faults.append({"kind": "candidate_retried", "jobs": [job_id], "from_node": job.started.node,
+                             "to_node": to_node, "same_node": to_node == job.started.node})
 
     def faults(self) -> list[dict[str, Any]]:
         out, self._faults = self._faults, []
@@ -302,6 +312,8 @@ class RayExecutor(Executor):
             value = self._next(gen)
             job = self._running[job_id]
             if isinstance(value, _Started):
+                if job.started is not None and (job.started.node, job.started.pid) != (value.node, value.pid):
+                    self._retried(job_id, job, to_node=value.node)   # a retry that announced itself
                 job.started = value
                 job.deadline = time.monotonic() + job.timeout_s if job.timeout_s else None
                 continue
@@ -309,8 +321,7 @@ class RayExecutor(Executor):
             if isinstance(value, _Done):
                 first = job.started
                 if first is not None and (first.node, first.pid) != (value.node, value.pid):
-                    self._faults.append({"kind": "candidate_retried", "jobs": [job_id], "from_node": first.node,
-                                         "to_node": value.node, "same_node": first.node == value.node})
+                    self._retried(job_id, job, to_node=value.node)
                 value = value.value
             out.append((job_id, value))
         now = time.monotonic()

@@ -197,7 +197,7 @@ def test_slots_follow_nodes_joining_and_leaving_and_the_faults_are_events(
     assert lost["node"] == node.node_id
     # The job that ran there finished on the head: one candidate_retried event names it.
     retried = [e.payload for e in events if e.kind == EventKind.CANDIDATE_RETRIED]
-    assert retried and all(r["from_node"] == node.node_id != r["to_node"] for r in retried)
+    assert retried and all(r["from_node"] == node.node_id and not r["same_node"] for r in retried)
     assert all(len(r["candidates"]) == 1 for r in retried)
     store.close()
 
