@@ -215,6 +215,8 @@ class Store:
                 error = _translate(op, exc, write=write)
                 safe = not write or idempotent or _never_connected(exc)
                 if not (isinstance(error, RetryableStoreError) and safe and time.monotonic() < deadline):
+                    if isinstance(error, RetryableStoreError) and down_since is not None:
+                        error.down_since = down_since
                     raise error from exc
                 if down_since is None:
                     down_since = time.time()

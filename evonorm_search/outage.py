@@ -36,13 +36,13 @@ def run_through_outages(make_runner: Callable[[], SearchRunner], store: Store, s
             runner = make_runner()
             return runner.run()
         except RetryableStoreError as e:
-            since = time.time()
+            since = e.down_since or time.time()   # when the runner first found the database away
             log.warning("search %s: the database is unreachable (%s); waiting for it", search_id, e)
             if on_wait is not None:
                 on_wait("the database is unreachable; the search waits for it and then carries on")
             _wait_for_store(probe, search_id, check_stop, poll_s)
         if runner is not None:
-            # Its release failed with the store away: the next runner in this process takes over.
+            # It could not release its lease with the store away: the next runner in this process takes over.
             store.release_search(search_id, runner.lease.runner)
         # No driver error in the payload: events are readable by every API client.
         outage = {"since": round(since, 3), "down_s": round(time.time() - since, 1), "runner_restarted": True}

@@ -229,11 +229,16 @@ class SearchRunner:
         previous = self.lease.claim()
         if previous is not None:
             self._event(EventKind.RUNNER_TAKEOVER, {"previous": previous, "runner": self.lease.runner})
+        store_away = False
         try:
             return self._run()
+        except RetryableStoreError:
+            store_away = True   # releasing would wait out the reconnect window again; done once it is back
+            raise
         finally:
             try:
-                self.lease.release()
+                if not store_away:
+                    self.lease.release()
             except Exception:  # the lease goes stale on its own
                 log.warning("could not release the lease on search %s", self.search_id, exc_info=True)
 

@@ -128,7 +128,8 @@ def _transition(action: str, doc: str) -> None:
 
 
 _transition("pause", "running or queued -> paused. In-flight candidates finish first; nothing new starts.")
-_transition("resume", "paused -> queued -> running: a fresh runner continues from the store.")
+_transition("resume", "paused or failed -> queued -> running: a fresh runner continues from the store "
+                      "(a failed search's error is cleared).")
 _transition("cancel", "-> cancelled, from queued, running or paused. In-flight candidates are recorded as "
                       "rejected at stage `cancelled`. 409 once the search has ended.")
 

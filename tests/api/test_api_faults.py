@@ -66,7 +66,7 @@ def test_store_outage_longer_than_the_retry_window_pauses_the_search_then_it_car
     assert_exactly_once(store, sid, budget)
     events = store.events_after(0, search_id=sid, limit=10_000)
     [outage] = [e for e in events if e.kind == EventKind.STORE_OUTAGE and e.payload.get("runner_restarted")]
-    assert outage.payload["down_s"] >= 1.0
+    assert outage.payload["down_s"] >= 2.5   # from when the runner first found it away (3 s down)
     # Never failed, not even for a moment.
     assert not [e for e in events if e.kind == EventKind.SEARCH_STATUS and e.payload["to"] == "failed"]
     store.close()
