@@ -113,7 +113,11 @@ def test_a_failed_search_is_resumed_by_run_resume_and_the_coordinator_unsticks_i
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
+    from ray import cloudpickle
     from ray.cluster_utils import Cluster
+
+    # The fake training lives in a test module the Ray workers cannot import: ship it by value.
+    cloudpickle.register_pickle_by_value(api_fakes)
 
     # Notice a lost node within about a second (the default is tens of seconds).
     fast = {"health_check_period_ms": 300, "health_check_failure_threshold": 3, "health_check_timeout_ms": 300}
@@ -123,6 +127,7 @@ def ray_cluster() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.shutdown()
+        cloudpickle.unregister_pickle_by_value(api_fakes)
 
 
 @pytest.fixture
@@ -142,29 +147,25 @@ def ray_executor_factory(ray_cluster: Any) -> Iterator[Any]:
     ray.shutdown()
 
 
+ONE_RUNG = [{"steps_frac": 1.0, "seeds": 1}]   # one training job per candidate
+
+
 def _sleepy_runner(seconds: float) -> dict[str, Any]:
-    # Nested, so cloudpickle ships it to the Ray workers by value.
+    """Runner kwargs whose every training rung sleeps `seconds` on a Ray worker and scores by fingerprint."""
+    # Nested, so cloudpickle ships it to the Ray workers by value (api_fakes too: see ray_cluster).
     def sleepy(graph: Any, spec: Any, cache: Any = None, screening: Any = None) -> Any:
-        import time as t
+        time.sleep(seconds)
+        return api_fakes.fake_evaluate(graph, spec, cache, screening)
 
-        from workers.evaluation import EvaluationResult, TaskScore
-        from workers.executors import worker_name
-
-        t.sleep(seconds)
-        fp = screening.fingerprint
-        value = int(fp[:6], 16) / 16**6
-        scores = tuple(TaskScore(task.objective, task.backbone, task.task, value, 1.0, 1, seconds, 0.0, 1)
-                       for task in spec.tasks)
-        return EvaluationResult("evaluated", fp, scores, worker=worker_name())
-
-    return {"evaluate_fn": sleepy, "status_poll_s": 0.05}
+    return {"rung_fn": api_fakes.rung_fn(sleepy, climb_delay_s=seconds), "status_poll_s": 0.05}
 
 
 def test_slots_follow_nodes_joining_and_leaving_and_the_faults_are_events(
         ray_cluster: Any, ray_executor_factory: Any, pg_database: Any) -> None:
     store = Store(pg_database.url)
     budget = 14
-    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": budget, "in_flight": 4, "timeout_s": 60})
+    cfg = load_config(None, {**api_fakes.TINY_SEARCH, "budget": budget, "in_flight": 4, "timeout_s": 60,
+                             "rungs": ONE_RUNG})
     sid = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=0).id
     ex = ray_executor_factory()
     assert ex.slots == 1
@@ -181,7 +182,7 @@ def test_slots_follow_nodes_joining_and_leaving_and_the_faults_are_events(
     def training_there() -> bool:
         jobs = dict(runner._jobs)
         return any(j.started and j.started.node == node.node_id and job_id in jobs
-                   and jobs[job_id].kind == "evaluate" for job_id, j in list(ex._running.items()))
+                   and jobs[job_id].kind != "screen" for job_id, j in list(ex._running.items()))
 
     api_fakes.wait_for(training_there, 60, 0.02, what="an evaluation running on the new node")
     ray_cluster.remove_node(node, allow_graceful=False)
@@ -213,7 +214,8 @@ def test_time_queued_behind_another_search_is_not_counted_and_the_cluster_is_sha
     try:
         coord.start()
         cfgs = [load_config(None, {**api_fakes.TINY_SEARCH, "name": f"share-{i}", "budget": budget,
-                                   "in_flight": 4, "timeout_s": 1.8, "seed": i}) for i in range(2)]
+                                   "in_flight": 4, "timeout_s": 1.8, "seed": i, "rungs": ONE_RUNG})
+                for i in range(2)]
         sids = [coord.launch(c).id for c in cfgs]
         api_fakes.wait_for(lambda: all(store.get_search(s).status is SearchStatus.FINISHED for s in sids),
                            120, 0.2, what="both searches to finish")
@@ -221,7 +223,9 @@ def test_time_queued_behind_another_search_is_not_counted_and_the_cluster_is_sha
         coord.stop()
     for sid in sids:
         assert_exactly_once(store, sid, budget)
-        assert store.count_by_rejection_stage(sid) == {}, store.count_by_rejection_stage(sid)
+        timed_out = [c.rejection_reason for c in store.list_candidates(sid, limit=None)
+                     if c.rejection_stage == "worker"]
+        assert not timed_out   # rejections on the layer's own merits (numeric, quality) may happen
     # Shared, not one after the other: each search finished candidates before the other one ended.
     ends = [store.get_search(s).finished_at for s in sids]
     firsts = [min(c.updated_at for c in store.list_candidates(s, limit=None)) for s in sids]
