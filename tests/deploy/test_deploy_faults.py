@@ -291,13 +291,10 @@ def test_worker_node_killed_mid_search_loses_nothing(client: httpx.Client, store
                                                      ray_cluster: RayCluster, figures: dict[str, Any]) -> None:
     victim = ray_cluster.add_worker("victim")
     ray_cluster.wait_started(victim)
-    budget = 18
+    budget = 24   # the search outlasts the few seconds Ray takes to declare the node dead
     # 3 slots (head, worker-1, victim): the victim gets jobs.
     sid = launch(client, cheap_config("node-loss", budget=budget, steps=60, seed=21, in_flight=3))
-    # Kill it during a job on a warm worker (torch imported, a few seconds): its start was reported.
     wait_for(lambda: victim.tasks_running() > 0, 180, "a job running on the victim node")
-    time.sleep(4)
-    wait_for(lambda: victim.tasks_running() > 0, 180, "a job running on the victim's warm worker", poll_s=0.05)
     at_kill = finished_count(client, sid)
     victim.kill()   # raylet, its workers and their jobs: a node lost mid-evaluation
     assert search(client, sid)["status"] == "running"
