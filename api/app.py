@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     store = store or open_store(settings.db_url)
     coordinator = coordinator or Coordinator(
         store, executor=settings.executor, ray_address=settings.ray_address, executor_factory=executor_factory,
-        runner_kwargs=runner_kwargs, max_running=settings.max_running, export_dir=settings.export_dir)
+        runner_kwargs=runner_kwargs, max_running=settings.max_running, export_dir=settings.export_dir,
+        reconnect_s=settings.reconnect_s)
     metrics = Metrics(store, lambda: coordinator)
     state = AppState(settings=settings, store=store, coordinator=coordinator, fronts=LiveFronts(store),
                      candidates=CandidateCache(store), metrics=metrics)
@@ -187,7 +188,9 @@ def _exception_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RetryableStoreError)
     async def busy(request: Request, exc: RetryableStoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+        # The driver's message names the database host, port and user: the log gets it, clients do not.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return system.unavailable()
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

@@ -12,6 +12,8 @@ from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError
 from db.migrate import upgrade
 from db.open import open_store, sqlite_file
 from db.records import (
+    ENDED_SEARCH_STATUSES,
+    FAULT_EVENT_KINDS,
     FINISHED_CANDIDATE_STATUSES,
     SEARCH_TRANSITIONS,
     TERMINAL_SEARCH_STATUSES,
@@ -33,6 +35,8 @@ from db.records import (
 from db.store import Store
 
 __all__ = [
+    "ENDED_SEARCH_STATUSES",
+    "FAULT_EVENT_KINDS",
     "FINISHED_CANDIDATE_STATUSES",
     "SEARCH_TRANSITIONS",
     "TERMINAL_SEARCH_STATUSES",

@@ -20,7 +20,12 @@ class RetryableStoreError(StoreError):
     deadlocks. For a write, the transaction may or may not have been committed
     when a connection is lost during COMMIT: only retry writes that are safe to
     repeat (`finish_candidates` and `add_candidates` are; see their docs).
+
+    `down_since` (a UNIX time) is when a store from `with_reconnect` first found the database
+    unreachable, when it gave up waiting; None otherwise.
     """
+
+    down_since: float | None = None
 
 
 class NotFoundError(StoreError, LookupError):

@@ -38,9 +38,12 @@ class CandidateStatus(StrEnum):
     EVALUATED = "evaluated"
 
 
+# A search that ended for good. A failed one has ended too (it gets a finished_at) but can be
+# resumed by the user, so it is not terminal.
 TERMINAL_SEARCH_STATUSES: frozenset[SearchStatus] = frozenset(
-    {SearchStatus.CANCELLED, SearchStatus.FINISHED, SearchStatus.FAILED}
+    {SearchStatus.CANCELLED, SearchStatus.FINISHED}
 )
+ENDED_SEARCH_STATUSES: frozenset[SearchStatus] = TERMINAL_SEARCH_STATUSES | {SearchStatus.FAILED}
 FINISHED_CANDIDATE_STATUSES: frozenset[CandidateStatus] = frozenset(
     {CandidateStatus.REJECTED, CandidateStatus.EVALUATED}
 )
@@ -52,6 +55,8 @@ FINISHED_CANDIDATE_STATUSES: frozenset[CandidateStatus] = frozenset(
 #                       crash recovery), so another runner may pick it up.
 #   paused  -> queued   resumes through the queue; paused -> running resumes
 #                       directly when the runner is the one resuming.
+#   failed  -> queued   the user resumes a failed search (POST /resume, `run --resume`), or
+#                       cancels it; its error and finished_at are cleared when it runs again.
 SEARCH_TRANSITIONS: Mapping[SearchStatus, frozenset[SearchStatus]] = {
     SearchStatus.QUEUED: frozenset(
         {SearchStatus.RUNNING, SearchStatus.PAUSED, SearchStatus.CANCELLED, SearchStatus.FAILED}
@@ -70,7 +75,7 @@ SEARCH_TRANSITIONS: Mapping[SearchStatus, frozenset[SearchStatus]] = {
     ),
     SearchStatus.CANCELLED: frozenset(),
     SearchStatus.FINISHED: frozenset(),
-    SearchStatus.FAILED: frozenset(),
+    SearchStatus.FAILED: frozenset({SearchStatus.QUEUED, SearchStatus.RUNNING, SearchStatus.CANCELLED}),
 }
 
 
@@ -83,6 +88,16 @@ class EventKind(StrEnum):
     CANDIDATE_FINISHED = "candidate_finished"  # payload: status, objectives, stage, reused_from
     RERANK_ADDED = "rerank_added"  # payload: ids
     CANDIDATE_PROMOTED = "candidate_promoted"  # payload: rung, objectives, verified
+    # Faults, written by the runner or the coordinator (see docs/deployment.md):
+    STORE_OUTAGE = "store_outage"  # payload: since, down_s, and op or runner_restarted
+    NODE_LOST = "node_lost"  # payload: node, address, candidates (running there)
+    CANDIDATE_RETRIED = "candidate_retried"  # payload: from_node, to_node, same_node, candidates
+    RUNNER_TAKEOVER = "runner_takeover"  # payload: previous, runner (a dead runner's lease taken over)
+
+
+FAULT_EVENT_KINDS: frozenset[str] = frozenset(
+    {EventKind.STORE_OUTAGE, EventKind.NODE_LOST, EventKind.CANDIDATE_RETRIED, EventKind.RUNNER_TAKEOVER}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError
 from db.migrate import current_revisions, ensure_schema, head_revisions
 from db.models import Base, Candidate, Evaluation, Event, RerankResult, Search, utcnow
 from db.records import (
+    ENDED_SEARCH_STATUSES,
     SEARCH_TRANSITIONS,
     TERMINAL_SEARCH_STATUSES,
     CandidateOutcome,
@@ -145,6 +146,7 @@ class Store:
         self._reader = sessionmaker(self._engine, expire_on_commit=False, autoflush=False)
         self._writer = sessionmaker(writer(self._engine), expire_on_commit=False, autoflush=False)
         self._reconnect_s = 0.0  # see with_reconnect
+        self._outages: list[dict[str, Any]] | None = None  # outages ridden out, for take_outages
 
     # -- lifecycle ------------------------------------------------------
 
@@ -196,11 +198,16 @@ class Store:
         deadline = time.monotonic() + self._reconnect_s
         delay = 0.1
         attempt = 0
+        down_since: float | None = None   # when this call first found the database unreachable
         while True:
             attempt += 1
             try:
                 with self._transaction(write=write) as session:
-                    return fn(session)
+                    result = fn(session)
+                if down_since is not None and self._outages is not None:
+                    self._outages.append({"op": op, "since": round(down_since, 3),
+                                          "down_s": round(time.time() - down_since, 1)})
+                return result
             except DBAPIError as exc:
                 if attempt == 1 and not write and exc.connection_invalidated:
                     log.warning("%s: connection lost (%s); retrying once", op, exc.orig)
@@ -208,7 +215,11 @@ class Store:
                 error = _translate(op, exc, write=write)
                 safe = not write or idempotent or _never_connected(exc)
                 if not (isinstance(error, RetryableStoreError) and safe and time.monotonic() < deadline):
+                    if isinstance(error, RetryableStoreError) and down_since is not None:
+                        error.down_since = down_since
                     raise error from exc
+                if down_since is None:
+                    down_since = time.time()
                 if attempt <= 2:
                     log.warning("%s; retrying for up to %.0fs", error, deadline - time.monotonic())
                 time.sleep(delay)
@@ -225,7 +236,19 @@ class Store:
         """
         view = copy.copy(self)
         view._reconnect_s = max(0.0, window_s)
+        view._outages = []
         return view
+
+    def take_outages(self) -> list[dict[str, Any]]:
+        """Outages this view rode out since the last call (op, down_s, since: a UNIX time), oldest first.
+
+        Only a view from `with_reconnect` waits out outages; for others this is always empty.
+        """
+        if not self._outages:
+            return []
+        out = list(self._outages)
+        del self._outages[: len(out)]
+        return out
 
     def _append_events(
         self, session: Session, rows: list[dict[str, Any]], *, returning: bool = False
@@ -357,7 +380,8 @@ class Store:
         that is still running, so it never overwrites a concurrent cancel).
         Raises TransitionError otherwise, NotFoundError for an unknown id.
         `error` is stored when given (typically with failed). Sets started_at
-        on the first move to running and finished_at on a terminal status.
+        on the first move to running and finished_at on an ended status (cleared when a failed one
+        is resumed).
         """
         new = SearchStatus(status)
         allowed_from = None if expected is None else {SearchStatus(e) for e in expected}
@@ -386,8 +410,12 @@ class Store:
             row.updated_at = now
             if new is SearchStatus.RUNNING and row.started_at is None:
                 row.started_at = now
-            if new in TERMINAL_SEARCH_STATUSES:
+            if new in ENDED_SEARCH_STATUSES:
                 row.finished_at = now
+            elif current is SearchStatus.FAILED:
+                # Resumed after a failure: it has not ended, and the old error no longer applies.
+                row.finished_at = None
+                row.error = None
             if error is not None:
                 row.error = error
             record = _search_record(row)
@@ -979,15 +1007,23 @@ class Store:
         return self._run("append_event", fn, write=True)
 
     def events_after(
-        self, after_id: int = 0, *, search_id: int | None = None, limit: int = 1000
+        self,
+        after_id: int = 0,
+        *,
+        search_id: int | None = None,
+        kinds: Collection[str] | None = None,
+        limit: int = 1000,
     ) -> list[EventRecord]:
-        """Events with id > after_id, in id order; pass the last id seen to follow the log."""
+        """Events with id > after_id (of these `kinds` when given), in id order; pass the last id seen
+        to follow the log."""
         _check_page(limit, 0)
 
         def fn(s: Session) -> list[EventRecord]:
             stmt = select(_events).where(_events.c.id > after_id)
             if search_id is not None:
                 stmt = stmt.where(_events.c.search_id == search_id)
+            if kinds is not None:
+                stmt = stmt.where(_events.c.kind.in_(sorted(str(k) for k in kinds)))
             stmt = stmt.order_by(_events.c.id).limit(limit)
             return [_event_record(r) for r in s.execute(stmt)]
 

@@ -225,6 +225,7 @@ def run(
     """Run a search (the main job): progress while it runs, then the Pareto front and exported winners."""
     from db import LeaseError
     from evonorm_search.lease import STALE_S
+    from evonorm_search.outage import run_through_outages
     from evonorm_search.runner import SearchRunner
 
     if resume is not None:
@@ -245,8 +246,11 @@ def run(
                   f"objectives {', '.join(cfg.objectives)}) in {store.url}")
     try:
         with _executor(executor, ray_address, cfg) as ex, _progress(cfg.budget) as (_bar, update):
-            runner = SearchRunner(store, search.id, ex, on_progress=update)
-            result = runner.run()
+            # A database outage, however long, makes the search wait and then carry on; never fail.
+            runner_store = store.with_reconnect(60.0)
+            result = run_through_outages(
+                lambda: SearchRunner(runner_store, search.id, ex, on_progress=update), runner_store, search.id,
+                on_wait=lambda msg: err.print(f"search {search.id}: {msg}"))
     except KeyboardInterrupt:
         # The runner left the search resumable: its in-flight candidates return to pending on resume.
         again = f"evonorm-search run --resume {search.id}" + (f" --db {shlex.quote(db)}" if db else "")

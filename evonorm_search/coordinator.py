@@ -7,14 +7,16 @@ run here. A search's status drives everything:
     queued           waits for a free slot (`max_running`); the scheduler moves it to running
     running          a thread runs `SearchRunner.run()`; the runner polls the status
     pause            running|queued -> paused: the runner finishes what is in flight and returns
-    resume           paused -> queued: scheduled again; a fresh runner rebuilds from the store
+    resume           paused|failed -> queued: scheduled again; a fresh runner rebuilds from the store
     cancel           -> cancelled: the runner records in-flight candidates as cancelled
 
 Crash recovery: on `start()` every search left running or queued is
 scheduled again (the runner's own recovery moves evaluating candidates back
 to pending). A graceful `stop()` interrupts the runners between jobs and
 hands their searches back to queued, so the next start resumes them; it
-never marks a search failed. One coordinator per database: a second one
+never marks a search failed. Neither does a database outage, however long:
+the runner waits for the store and carries on (`evonorm_search.outage`).
+One coordinator per database: a second one
 is refused each search the first one's runners hold (their lease), and
 leaves it alone.
 
@@ -25,6 +27,9 @@ Executors: `settings.executor == "ray"` gives every runner its own
 `RayExecutor` on one shared Ray connection (the coordinator calls
 `ray.init` once, so no runner's executor owns Ray and shuts it down for the
 others); `"inprocess"` runs jobs in the runner's thread (tests, debugging).
+The cluster's slots (which follow nodes joining and leaving) are shared
+fairly between the searches running here: max-min fair over what each asks
+for (`in_flight`), so one search cannot fill the Ray queue ahead of another.
 Tests inject a fast evaluation through `runner_kwargs={"rung_fn": ...}`.
 """
 
@@ -42,9 +47,10 @@ from typing import Any
 from db import CandidateStatus, LeaseError, SearchRecord, SearchStatus, Store, TransitionError
 from evonorm_search.config import SearchConfig, search_executor
 from evonorm_search.domain import search_config
+from evonorm_search.outage import run_through_outages
 from evonorm_search.runner import Progress, SearchRunner, cancelled_outcome
 from evonorm_search.summary import export_winners, winners_dir
-from workers.executors import Executor, Outcome
+from workers.executors import Executor, Outcome, private_ray_auth
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +67,23 @@ class StopRunner(SystemExit):
 
 
 class _StoppableExecutor(Executor):
-    """Delegates to an executor; raises StopRunner from `wait` once the coordinator stops."""
+    """Delegates to an executor; raises StopRunner from `wait` once the coordinator stops.
 
-    def __init__(self, inner: Executor, stop: threading.Event) -> None:
+    Its `slots` are this search's fair share of the executor's (`share(slots)`).
+    """
+
+    def __init__(self, inner: Executor, stop: threading.Event,
+                 share: Callable[[int], int] = lambda slots: slots) -> None:
         self.inner = inner
         self.stop = stop
-        self.slots = inner.slots
+        self.share = share
+
+    @property
+    def slots(self) -> int:
+        return self.share(self.inner.slots)
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self.inner.faults()
 
     def submit(self, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None) -> int:
         return self.inner.submit(fn, *args, timeout_s=timeout_s)
@@ -132,6 +149,8 @@ class Coordinator:
         self._stop = threading.Event()
         self._started = False
         self._runners: dict[int, RunnerInfo] = {}
+        self._demand: dict[int, int] = {}   # search id -> in_flight, of the searches running here
+        self.reconnect_s = reconnect_s
         self._finished_totals: Counter[str] = Counter()
         self._ray_lock = threading.Lock()
         self._ray_started = False
@@ -147,6 +166,9 @@ class Coordinator:
         with self._lock:
             self._stop.clear()
             self._started = True
+            for failed in self.store.searches_with_status(SearchStatus.FAILED):
+                if failed.runner is None:   # no candidate stays evaluating without a runner
+                    self.store.reset_evaluating(failed.id)
             interrupted = [s.id for s in self.store.searches_with_status(SearchStatus.RUNNING)]
             # Running searches first (they were interrupted), then the queue in order.
             for sid in interrupted:
@@ -200,9 +222,10 @@ class Coordinator:
         return self.store.set_search_status(search_id, SearchStatus.PAUSED)
 
     def resume(self, search_id: int) -> SearchRecord:
-        """paused -> queued, then schedule (a runner still draining picks it up when it returns)."""
+        """paused|failed -> queued, then schedule (a runner still draining picks it up when it returns)."""
         with self._lock:
-            self.store.set_search_status(search_id, SearchStatus.QUEUED, expected=[SearchStatus.PAUSED])
+            self.store.set_search_status(search_id, SearchStatus.QUEUED,
+                                         expected=[SearchStatus.PAUSED, SearchStatus.FAILED])
             self._schedule()
         return self.store.get_search(search_id)
 
@@ -271,25 +294,31 @@ class Coordinator:
         finally:
             with self._lock:
                 self._runners.pop(search_id, None)
+                self._demand.pop(search_id, None)
                 self._schedule()
 
     def _run_search(self, search_id: int) -> None:
         executor: Executor | None = None
+        # Its own view of the store: the outages it rides out are this search's events.
+        store = self.store.with_reconnect(self.reconnect_s)
         try:
-            search = self._runner_store.get_search(search_id)
+            search = store.get_search(search_id)
             if search.status not in (SearchStatus.QUEUED, SearchStatus.RUNNING):
                 return  # paused or cancelled before its runner started
             config = search_config(search)
-            executor = _StoppableExecutor(self.executor_factory(config), self._stop)
+            with self._lock:
+                self._demand[search_id] = config.in_flight
+            inner = self.executor_factory(config)
+            executor = _StoppableExecutor(inner, self._stop, lambda slots: self._fair_share(search_id, slots))
             kwargs = {"on_progress": lambda p: self._on_progress(search_id, p), **self.runner_kwargs}
-            runner = SearchRunner(self._runner_store, search_id, executor, **kwargs)
             if search.status is SearchStatus.QUEUED:
                 # Claim it; a pause or cancel that got there first wins.
-                self._runner_store.set_search_status(search_id, SearchStatus.RUNNING,
-                                                     expected=[SearchStatus.QUEUED])
+                store.set_search_status(search_id, SearchStatus.RUNNING, expected=[SearchStatus.QUEUED])
             if self._stop.is_set():
                 raise StopRunner()
-            result = runner.run()
+            ex = executor
+            result = run_through_outages(lambda: SearchRunner(store, search_id, ex, **kwargs), store,
+                                         search_id, check_stop=self._check_stop)
             log.info("coordinator: search %s returned with status %s", search_id, result.status)
             if result.status is SearchStatus.FINISHED and self.export_dir is not None:
                 self._export(search_id, self.export_dir)
@@ -313,6 +342,26 @@ class Coordinator:
                     log.warning("coordinator: closing the executor of search %s failed", search_id,
                                 exc_info=True)
 
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise StopRunner()
+
+    def _fair_share(self, search_id: int, slots: int) -> int:
+        """This search's max-min fair share of `slots` among the searches running here (at least 1)."""
+        with self._lock:
+            demand = dict(self._demand)
+        want = demand.get(search_id, slots)
+        left, others = slots, sorted(d for sid, d in demand.items() if sid != search_id)
+        # Water-filling: the searches asking for less than an equal share get what they ask for.
+        for n, d in enumerate(others):
+            equal = left // (len(others) - n + 1)
+            if d >= equal:
+                break
+            left -= d
+        else:
+            return max(1, min(want, left))
+        return max(1, min(want, left // (len(others) - n + 1)))
+
     def _export(self, search_id: int, export_dir: Path) -> None:
         # A full disk or an unwritable volume costs the files, never the finished search.
         try:
@@ -331,6 +380,7 @@ class Coordinator:
 
     def _mark_failed(self, search_id: int, e: BaseException) -> None:
         try:
+            self.store.reset_evaluating(search_id)
             self.store.set_search_status(search_id, SearchStatus.FAILED,
                                          error=f"{type(e).__name__}: {e}"[:2000],
                                          expected=[SearchStatus.QUEUED, SearchStatus.RUNNING])
@@ -369,6 +419,7 @@ class Coordinator:
                 # server's, so `kill` still means a graceful shutdown that hands searches back.
                 main = threading.current_thread() is threading.main_thread()
                 previous = signal.getsignal(signal.SIGTERM) if main else None
+                private_ray_auth(self.ray_address)
                 ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.WARNING)
                 if previous is not None:

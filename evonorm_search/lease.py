@@ -78,12 +78,16 @@ class Lease:
         self.runner = runner_identity()
         self._renewed = 0.0
 
-    def claim(self) -> None:
-        """Take the lease, from a dead holder on this host at once; LeaseError while another holds it."""
+    def claim(self) -> str | None:
+        """Take the lease, from a dead holder on this host at once; LeaseError while another holds it.
+
+        Returns the holder it was taken over from (a runner that died without releasing it), if any.
+        """
         current = self.store.get_search(self.search_id).runner
         gone = current if current is not None and holder_is_gone(current) else None
         self.store.claim_search(self.search_id, self.runner, stale_after_s=self.stale_s, take_from=gone)
         self._renewed = time.monotonic()
+        return current if current not in (None, self.runner) else None
 
     def renew(self) -> None:
         """Renew when due; raises LeaseLost once another runner has taken the lease over."""

@@ -49,6 +49,7 @@ from evonorm_search.summary import evaluated, pareto_front
 from primitives import Graph, formula, layer_class
 from primitives.zoo import ZOO
 from workers.evaluation import ProxyTask
+from workers.executors import private_ray_auth
 from workers.train import recipe_for
 
 log = logging.getLogger(__name__)
@@ -300,6 +301,7 @@ def run_rerank(store: Store, search_id: int, settings: RerankSettings, *, ray_ad
                                   "logging_level": logging.WARNING}
         if ray_address is None and local_cpus is not None:
             kwargs["num_cpus"] = local_cpus
+        private_ray_auth(ray_address)
         ray.init(address=ray_address, **kwargs)
     run = uuid.uuid4().hex[:12]
     rows: list[NewRerankResult] = []

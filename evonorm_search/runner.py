@@ -32,6 +32,14 @@ results; one may be tried again after a worker failure.
 One writer: `run` first claims the search's lease (`evonorm_search.lease`)
 and renews it while it runs; a second runner for the same search is refused.
 
+Failures: a store outage longer than the store's reconnect window is not the
+search's failure: `run` raises the RetryableStoreError and leaves the search
+running, for `run_through_outages` to start again once the store is back.
+Any other error marks it failed, with its in-flight candidates moved back to
+pending, so a user can resume it. Faults the executor reports (a lost node,
+a retried job), a taken-over lease and outages the store rode out go to the
+search's events.
+
 Crash safety: everything the runner knows is in the store. A restarted
 runner moves `evaluating` candidates back to `pending`, rebuilds the
 population and the fingerprint cache from finished candidates (by the same
@@ -51,11 +59,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from db import Store
+from db import RetryableStoreError, Store
 from db.records import (
     CandidateOutcome,
     CandidateRecord,
     CandidateStatus,
+    EventKind,
     NewCandidate,
     NewEvaluation,
     RungOutcome,
@@ -217,18 +226,25 @@ class SearchRunner:
 
         Raises LeaseError, having touched nothing, while another runner holds the search.
         """
-        self.lease.claim()
+        previous = self.lease.claim()
+        if previous is not None:
+            self._event(EventKind.RUNNER_TAKEOVER, {"previous": previous, "runner": self.lease.runner})
+        store_away = False
         try:
             return self._run()
+        except RetryableStoreError:
+            store_away = True   # releasing would wait out the reconnect window again; done once it is back
+            raise
         finally:
             try:
-                self.lease.release()
+                if not store_away:
+                    self.lease.release()
             except Exception:  # the lease goes stale on its own
                 log.warning("could not release the lease on search %s", self.search_id, exc_info=True)
 
     def _run(self) -> SearchRecord:
         search = self.store.get_search(self.search_id)
-        if search.status in (SearchStatus.QUEUED, SearchStatus.PAUSED):
+        if search.status in (SearchStatus.QUEUED, SearchStatus.PAUSED, SearchStatus.FAILED):
             search = self.store.set_search_status(self.search_id, SearchStatus.RUNNING)
         if search.status is not SearchStatus.RUNNING:
             return search
@@ -250,12 +266,20 @@ class SearchRunner:
                     if self._done_proposing() and not self._climbs and not self._queue_climbs(final=True):
                         break
                     continue
-                self._collect(self.executor.wait(timeout_s=self.status_poll_s))
+                outcomes = self.executor.wait(timeout_s=self.status_poll_s)
+                self._record_faults()   # before the jobs they name are collected
+                self._collect(outcomes)
         except BaseException as e:
             # Leave the search resumable: in-flight candidates return to pending on restart.
             self._cancel_in_flight(record=False)
-            # Interrupted, or taken over by another runner (whose search it now is): not a failure.
-            if not isinstance(e, KeyboardInterrupt | SystemExit | LeaseLost):
+            # Interrupted, taken over by another runner (whose search it now is), or the store is out
+            # (the search waits for it, see run_through_outages): not a failure.
+            if not isinstance(e, KeyboardInterrupt | SystemExit | LeaseLost | RetryableStoreError):
+                try:   # no candidate stays evaluating without a runner
+                    self.store.reset_evaluating(self.search_id)
+                except Exception:
+                    log.warning("could not reset the evaluating candidates of search %s", self.search_id,
+                                exc_info=True)
                 self._set_status(SearchStatus.FAILED, error=f"{type(e).__name__}: {e}")
             raise
         if self._status is SearchStatus.RUNNING:
@@ -267,6 +291,20 @@ class SearchRunner:
             self.store.set_search_status(self.search_id, status, error=error)
         except Exception:  # the transition may have raced with the API; the store's word stands
             log.warning("could not move search %s to %s", self.search_id, status, exc_info=True)
+
+    def _record_faults(self) -> None:
+        """The executor's faults and the outages the store rode out, as events of this search."""
+        for fault in self.executor.faults():
+            fault = dict(fault)
+            kind = fault.pop("kind")
+            jobs = [self._jobs[j].candidate.id for j in fault.pop("jobs", []) if j in self._jobs]
+            self._event(kind, {**fault, "candidates": jobs})
+        for outage in self.store.take_outages():
+            self._event(EventKind.STORE_OUTAGE, outage)
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> None:
+        log.warning("search %s: %s %s", self.search_id, kind, payload)
+        self.store.append_event(kind, payload, search_id=self.search_id)
 
     def _refresh_status(self) -> None:
         self.lease.renew()
@@ -304,7 +342,7 @@ class SearchRunner:
 
     def _fill(self) -> None:
         """Top the executor up to `in_flight` jobs: pending candidates first, then new proposals."""
-        # Never more jobs than the executor runs at once: a job's deadline starts at submission.
+        # Never more jobs than the executor runs at once (its share of a cluster, which may grow or shrink).
         free = min(self.config.in_flight, self.executor.slots) - len(self._jobs)
         while free > 0 and self._climbs:
             c, rung = self._climbs.pop(0)

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="Bearer token required by mutating API calls")
     data_dir: str | None = Field(None, description="Local CIFAR directory")
     max_running: int = Field(4, ge=0, le=1024, description="Searches run at once; the rest queue")
+    reconnect_s: float = Field(60.0, ge=0, le=86_400,
+                               description="A database outage runners wait out in place; a longer one stops "
+                                           "them until the database is back (the search waits, never fails)")
 
 
 def get_settings() -> Settings:

@@ -6,6 +6,9 @@
   the connection's search_path and dropped afterwards. Unique names make
   concurrent runs (pytest-xdist, two checkouts) safe. Skipped with the
   reason when the server is not reachable.
+- throwaway_pg: a private PostgreSQL cluster (`pg_throwaway.py`) for the
+  tests that stop or restart a server. The shared server is never restarted
+  or altered: the session fails when its start time changed during the run.
 
 No `__init__.py` in tests/ on purpose: a package named `tests.db` would be
 imported as `db` and shadow the real package, so test module names carry a
@@ -17,15 +20,15 @@ from __future__ import annotations
 
 import os
 import socket
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from pg_throwaway import ThrowawayPostgres, fresh_schema, libpq, unavailable
 
 from db import Store
 
@@ -46,7 +49,7 @@ def pg_unreachable_reason() -> str | None:
         try:
             with socket.create_connection((host, port), timeout=1.0):
                 pass
-            with psycopg.connect(_libpq(PG_URL), connect_timeout=3) as conn:
+            with psycopg.connect(libpq(PG_URL), connect_timeout=3) as conn:
                 conn.execute("SELECT 1")
         except Exception as exc:
             shown = PG_URL.replace(f":{url.password}@", ":***@") if url.password else PG_URL
@@ -65,37 +68,72 @@ class Database:
     url: str
 
 
-def _libpq(url: str) -> str:
-    """A SQLAlchemy URL (`postgresql+psycopg://...`) as a libpq connection URI."""
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.split('+', 1)[0]}://{rest}"
-
-
-def _pg_schema_url(schema: str) -> str:
-    # libpq `options` selects the schema for every pooled connection,
-    # alembic_version included. (No SQLAlchemy here: only db/ and tests/db import it.)
-    url = urlsplit(PG_URL)
-    query = [(k, v) for k, v in parse_qsl(url.query) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    return urlunsplit(url._replace(query=urlencode(query)))
-
-
-def _admin_execute(sql: str) -> None:
-    with psycopg.connect(_libpq(PG_URL), autocommit=True) as conn:
-        conn.execute(sql)  # type: ignore[arg-type]
-
-
 @contextmanager
-def fresh_pg_database() -> Iterator[Database]:
-    reason = pg_unreachable_reason()
+def fresh_pg_database(server_url: str | None = None) -> Iterator[Database]:
+    """A fresh schema in the shared test server, or in the server at `server_url` (a throwaway one)."""
+    if server_url is None:
+        reason = pg_unreachable_reason()
+        if reason:
+            pytest.skip(reason)
+    with fresh_schema(server_url or PG_URL) as url:
+        yield Database("postgresql", url)
+
+
+# -- the shared server is left as it was ------------------------------------------------------------
+
+_shared_start: object = None
+
+
+def _shared_pg_start_time() -> object:
+    """The shared test server's start time, or None when it is not reachable."""
+    try:
+        with psycopg.connect(libpq(PG_URL), connect_timeout=3) as conn:
+            row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+            return row[0] if row else None
+    except Exception:
+        return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _shared_start
+    _shared_start = _shared_pg_start_time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the shared server was restarted (or stopped) while the tests ran."""
+    if _shared_start is None:
+        return
+    now = _shared_pg_start_time()
+    if now != _shared_start:
+        what = "is down" if now is None else f"was restarted at {now}"
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = (f"the shared PostgreSQL server at {PG_URL} (up since {_shared_start}) {what} during "
+                   f"the tests: a test must never restart or alter a server it did not start")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: {message}", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def throwaway_pg() -> Iterator[ThrowawayPostgres]:
+    """A private PostgreSQL cluster for the session, that tests may stop, restart or kill."""
+    reason = unavailable()
     if reason:
         pytest.skip(reason)
-    schema = f"evonorm_test_{uuid.uuid4().hex[:16]}"
-    _admin_execute(f'CREATE SCHEMA "{schema}"')
+    cluster = ThrowawayPostgres()
     try:
-        yield Database("postgresql", _pg_schema_url(schema))
+        yield cluster
     finally:
-        _admin_execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        cluster.destroy()
+
+
+@pytest.fixture
+def throwaway_database(throwaway_pg: ThrowawayPostgres) -> Iterator[Database]:
+    """A fresh schema in the throwaway cluster, which is running when the test starts."""
+    if not throwaway_pg.is_running():
+        throwaway_pg.start()
+    with fresh_pg_database(throwaway_pg.url) as db:
+        yield db
 
 
 @pytest.fixture(params=BACKENDS)

@@ -15,6 +15,7 @@ from api.schemas import (
     MAX_ID,
     CandidatePage,
     ErrorBody,
+    EventPublic,
     FrontPublic,
     PresetsPublic,
     SearchDetail,
@@ -24,7 +25,7 @@ from api.schemas import (
     ValidationErrorBody,
 )
 from api.views import candidate_summary, front, search_detail, search_public, snapshot, status_counts
-from db import CandidateStatus, SearchStatus
+from db import FAULT_EVENT_KINDS, CandidateStatus, SearchStatus
 from evonorm_search.config import PRESETS, SearchConfig, backbone_layouts, load_config, task_kinds
 from evonorm_search.domain import SearchView
 from primitives.zoo import ZOO
@@ -127,7 +128,8 @@ def _transition(action: str, doc: str) -> None:
 
 
 _transition("pause", "running or queued -> paused. In-flight candidates finish first; nothing new starts.")
-_transition("resume", "paused -> queued -> running: a fresh runner continues from the store.")
+_transition("resume", "paused or failed -> queued -> running: a fresh runner continues from the store "
+                      "(a failed search's error is cleared).")
 _transition("cancel", "-> cancelled, from queued, running or paused. In-flight candidates are recorded as "
                       "rejected at stage `cancelled`. 409 once the search has ended.")
 
@@ -198,6 +200,19 @@ def list_candidates(
 def get_front(state: State, search_id: SearchId) -> FrontPublic:
     """Maintained incrementally from the event log: a read costs what is new since the last one."""
     return front(state, state.store.get_search(search_id))
+
+
+@router.get("/api/searches/{search_id}/faults", response_model=list[EventPublic],
+            responses={**NOT_FOUND, **INVALID}, summary="The faults a search went through")
+def get_faults(state: State, search_id: SearchId,
+               limit: Annotated[int, Query(ge=1, le=500)] = 100) -> list[EventPublic]:
+    """Its fault events, oldest first: `store_outage` (it waited for the database), `node_lost` (a Ray node
+    went away), `candidate_retried` (Ray ran a job again elsewhere), `runner_takeover` (a new runner took
+    over from a dead one). The same events arrive live on `/api/events`."""
+    state.store.get_search(search_id)   # 404 for an unknown search
+    rows = state.store.events_after(0, search_id=search_id, kinds=FAULT_EVENT_KINDS, limit=limit)
+    return [EventPublic(id=e.id, kind=e.kind, search_id=e.search_id, candidate_id=e.candidate_id,
+                        payload=e.payload, created_at=e.created_at) for e in rows]
 
 
 @router.get("/api/presets", response_model=PresetsPublic, summary="What a launch form offers")

@@ -78,6 +78,21 @@ function throttle(fn, ms) {
   };
 }
 
+// Events that record a fault the search went through (see docs/deployment.md).
+const FAULT_KINDS = ["store_outage", "node_lost", "candidate_retried", "runner_takeover"];
+
+function faultText(e) {
+  const p = e.payload || {};
+  const who = (ids) => (ids && ids.length ? ` (candidates ${ids.map((i) => `#${i}`).join(", ")})` : "");
+  switch (e.kind) {
+    case "store_outage": return `database unreachable for ${p.down_s} s; the search waited${p.runner_restarted ? " and resumed" : ""}`;
+    case "node_lost": return `Ray node ${String(p.node || "").slice(0, 8)} (${p.address}) lost${who(p.candidates)}`;
+    case "candidate_retried": return `job retried on ${p.same_node ? "the same node" : "another node"}${who(p.candidates)}`;
+    case "runner_takeover": return `a new runner took over from ${p.previous}`;
+    default: return e.kind;
+  }
+}
+
 function onCleanup(fn) { state.cleanup.push(fn); }
 
 function follow(params, onEvent) {
@@ -86,7 +101,8 @@ function follow(params, onEvent) {
   source.onopen = () => { live.textContent = "live"; live.classList.add("on"); };
   source.onerror = () => { live.textContent = "reconnecting"; live.classList.remove("on"); };
   source.onmessage = (e) => onEvent(e);
-  for (const kind of ["search_created", "search_status", "candidates_added", "candidate_finished", "rerank_added"]) {
+  for (const kind of ["search_created", "search_status", "candidates_added", "candidate_finished", "rerank_added",
+    ...FAULT_KINDS]) {
     source.addEventListener(kind, onEvent);
   }
   onCleanup(() => { source.close(); live.textContent = "not live"; live.classList.remove("on"); });
@@ -105,7 +121,7 @@ async function control(searchId, action) {
 function controls(s, compact = false) {
   const can = {
     pause: ["queued", "running"].includes(s.status),
-    resume: s.status === "paused",
+    resume: ["paused", "failed"].includes(s.status),
     cancel: ["queued", "running", "paused"].includes(s.status),
   };
   return ["pause", "resume", "cancel"].filter((a) => can[a] || !compact).map((a) =>
@@ -324,7 +340,8 @@ async function renderSearch(id) {
       <div class="grid">
         <section class="panel"><h2>Hypervolume</h2><div id="hv-plot" class="plot small"></div></section>
         <section class="panel"><h2>Candidates by status</h2><div class="bars" id="status-bars"></div>
-          <h2 style="margin-top:12px">Rejected by stage</h2><div class="bars" id="stage-bars"></div></section>
+          <h2 style="margin-top:12px">Rejected by stage</h2><div class="bars" id="stage-bars"></div>
+          <h2 style="margin-top:12px">Faults</h2><ul class="faults" id="faults"><li class="muted">none</li></ul></section>
       </div>
     </div>
     <section class="panel" style="margin-top:16px">
@@ -477,12 +494,24 @@ async function renderSearch(id) {
     await renderTable();
   }
 
+  const renderFaults = async () => {
+    const faults = await api(`/api/searches/${id}/faults`);
+    $("#faults").innerHTML = faults.length ? faults.map((e) =>
+      `<li data-kind="${esc(e.kind)}"><span class="muted nowrap">${short(e.created_at)}</span> ${esc(faultText(e))}</li>`).join("")
+      : `<li class="muted">none</li>`;
+  };
+
   front = await api(`/api/searches/${id}/front`);
   renderHead();
   renderFront();
   await renderTable();
+  await renderFaults();
   const live = throttle(refreshAll, 1000);
-  follow({ search_id: id, after: front.last_event_id }, () => live());
+  const faultsLive = throttle(renderFaults, 1000);
+  follow({ search_id: id, after: front.last_event_id }, (e) => {
+    live();
+    if (FAULT_KINDS.includes(e.type)) faultsLive();
+  });
 }
 
 // -- one candidate ---------------------------------------------------------------------------------

@@ -120,3 +120,27 @@ def test_launch_watch_open_download(page: Any, tmp_path: Path) -> None:
     y = layer(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert page.errors == [], page.errors
+
+
+def test_faults_are_listed_and_arrive_live_and_a_failed_search_offers_resume(page: Any, tmp_path: Path) -> None:
+    from db import EventKind, SearchStatus, Store
+
+    db = str(tmp_path / "faults.db")
+    app = create_app(Settings(db_url=db, executor="inprocess"), runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server:
+        store = Store(db)
+        sid = store.create_search("faulty", {**api_fakes.TINY_SEARCH, "budget": 3}, seed=0).id
+        store.set_search_status(sid, SearchStatus.FAILED, error="an error")
+        store.append_event(EventKind.STORE_OUTAGE, {"since": 0, "down_s": 71.5, "runner_restarted": True},
+                           search_id=sid)
+        page.goto(f"{server.url}/#/search/{sid}")
+        page.wait_for_selector("#faults li[data-kind=store_outage]", timeout=30_000)
+        assert "database unreachable for 71.5 s" in page.inner_text("#faults")
+        assert page.locator("#search-actions button[data-action=resume]").is_enabled()
+        # A fault recorded while the page is open shows up without a reload.
+        store.append_event(EventKind.NODE_LOST, {"node": "abcdef01", "address": "10.0.0.7", "candidates": [2]},
+                           search_id=sid)
+        page.wait_for_selector("#faults li[data-kind=node_lost]", timeout=30_000)
+        assert "(10.0.0.7) lost (candidates #2)" in page.inner_text("#faults")
+        store.close()
+    assert page.errors == [], page.errors

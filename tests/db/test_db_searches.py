@@ -113,10 +113,12 @@ def test_transition_table_matches_the_brief():
         S.QUEUED,
         S.RUNNING,
         S.PAUSED,
+        S.FAILED,
     }
     assert {s for s in S if not SEARCH_TRANSITIONS[s]} == TERMINAL_SEARCH_STATUSES
-    # Resuming (leaving paused for running or the queue) only from paused.
+    # Resuming (leaving paused for running or the queue) from paused, and from failed.
     assert SEARCH_TRANSITIONS[S.PAUSED] >= {S.RUNNING, S.QUEUED}
+    assert SEARCH_TRANSITIONS[S.FAILED] == {S.RUNNING, S.QUEUED, S.CANCELLED}
     assert S.PAUSED not in SEARCH_TRANSITIONS[S.PAUSED]
 
 
@@ -141,6 +143,10 @@ def test_timestamps_and_error(store):
     assert failed.error == "worker pool died"
     assert failed.finished_at is not None and failed.finished_at >= failed.started_at
     assert failed.updated_at == failed.finished_at
+    # The user resumes a failed search: it has not ended any more, and the old error is gone.
+    again = store.set_search_status(search_id, S.QUEUED, expected={S.FAILED})
+    assert (again.status, again.finished_at, again.error) == (S.QUEUED, None, None)
+    assert again.started_at == started
 
 
 def test_status_changes_are_logged_as_events(store):

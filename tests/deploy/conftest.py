@@ -5,30 +5,26 @@ machine, so the fault tests share them and each test adds what it kills
 (its own extra worker node) or restores what it breaks (the coordinator, the
 database server). Teardown kills every process tree even when a test fails.
 
-The database is a fresh schema in the PostgreSQL test server (the deployed
-backend) when it is reachable, else a SQLite file; the PostgreSQL-only test
-skips with the reason.
+The database is a fresh schema in a throwaway PostgreSQL cluster (the
+deployed backend; `throwaway_pg`, started for the session in a temporary
+directory), which the fault tests stop and restart; the shared server at
+127.0.0.1:5432 is never touched. Without PostgreSQL binaries it is a SQLite
+file, and the PostgreSQL-only tests skip with the reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-import psycopg
 import pytest
 from deploy_cluster import CoordinatorProcess, RayCluster
+from pg_throwaway import ThrowawayPostgres, fresh_schema, unavailable
 
 from db import SearchStatus, Store
-
-PG_URL = os.environ.get("EVONORM_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 @dataclass(frozen=True)
@@ -36,36 +32,21 @@ class DeployDatabase:
     backend: str
     url: str
     skip_reason: str | None = None   # why PostgreSQL is not used
-
-
-def _libpq(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    return f"{scheme.split('+', 1)[0]}://{rest}"
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(_libpq(PG_URL), autocommit=True, connect_timeout=3) as conn:
-        conn.execute(sql)
+    server: ThrowawayPostgres | None = None   # the private cluster the tests may restart
 
 
 @pytest.fixture(scope="module")
-def deploy_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployDatabase]:
-    schema = f"evonorm_deploy_{uuid.uuid4().hex[:12]}"
-    try:
-        _admin(f'CREATE SCHEMA "{schema}"')
-    except Exception as e:
-        reason = f"PostgreSQL at {PG_URL} is not usable ({type(e).__name__}: {e}); set EVONORM_TEST_PG_URL"
+def deploy_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[DeployDatabase]:
+    reason = unavailable()
+    if reason:
         yield DeployDatabase("sqlite", str(tmp_path_factory.mktemp("deploy-db") / "store.db"), reason)
         return
-    url = urlsplit(PG_URL)
-    query = [(k, v) for k, v in parse_qsl(url.query) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    try:
-        yield DeployDatabase("postgresql", urlunsplit(url._replace(query=urlencode(query))))
-    finally:
-        # Best effort: a server being restarted by someone else keeps the (empty-named) schema.
-        with contextlib.suppress(Exception):
-            _admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    server: ThrowawayPostgres = request.getfixturevalue("throwaway_pg")
+    if not server.is_running():
+        server.start()
+    with fresh_schema(server.url) as url:
+        yield DeployDatabase("postgresql", url, server=server)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+RECONNECT_S = 5.0
 
 
 def free_port() -> int:
@@ -213,7 +214,9 @@ class CoordinatorProcess:
     def start(self) -> None:
         env = self.ray.env()
         env.update({"EVONORM_DB_URL": self.db_url, "EVONORM_RAY_ADDRESS": self.ray.address,
-                    "EVONORM_EXECUTOR": "ray", "EVONORM_MAX_RUNNING": "4"})
+                    "EVONORM_EXECUTOR": "ray", "EVONORM_MAX_RUNNING": "4",
+                    # Runners wait out 5 s in place; a longer outage stops them until the database is back.
+                    "EVONORM_RECONNECT_S": str(RECONNECT_S)})
         cmd = [str(BIN / "python"), "-m", "uvicorn", "--factory", "deploy_app:create_app",
                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
                "--timeout-graceful-shutdown", "5"]

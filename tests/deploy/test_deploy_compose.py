@@ -97,6 +97,10 @@ def test_environment_names_are_real_settings(compose: dict[str, Any]) -> None:
     tokens = {svc["environment"]["RAY_AUTH_TOKEN"] for name, svc in compose["services"].items()
               if name != "postgres"}
     assert len(tokens) == 1
+    # ...and set the auth mode explicitly: Ray 2.60 decides it per process otherwise (a token file in
+    # the home directory turns it on for `ray start --head` but not for `ray start --address`).
+    assert {svc["environment"]["RAY_AUTH_MODE"] for name, svc in compose["services"].items()
+            if name != "postgres"} == {"token"}
 
 
 def test_exports_volume_is_the_export_dir(compose: dict[str, Any]) -> None:

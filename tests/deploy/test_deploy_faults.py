@@ -16,9 +16,7 @@ import asyncio
 import json
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,7 +26,8 @@ from typing import Any
 import httpx
 import pytest
 from deploy_app import HANG_SEED
-from deploy_cluster import REPO, CoordinatorProcess, RayCluster, wait_for
+from deploy_cluster import RECONNECT_S, REPO, CoordinatorProcess, RayCluster, wait_for
+from pg_throwaway import ThrowawayPostgres
 
 from db import CandidateStatus, Store
 
@@ -69,7 +68,10 @@ def cheap_config(name: str, *, budget: int, steps: int = 20, seed: int = 0, in_f
             "in_flight": in_flight, "timeout_s": timeout_s,
             "tasks": [{"backbone": "resnet", "task": "digits", "steps": steps, "batch_size": 16,
                        "backbone_kwargs": {"widths": [8, 8], "blocks": [1, 1]}}],
-            "rejection": {"stability_steps": 2, "quality": False}, **extra}
+            "rejection": {"stability_steps": 2, "quality": False},
+            # One training run per candidate and no extra baseline rows: a search of `budget`
+            # candidates, each trained once (the funnel's climbs are tested on fakes elsewhere).
+            "rungs": [{"steps_frac": 1, "seeds": 1}], "baselines": [], **extra}
 
 
 def launch(client: httpx.Client, config: dict[str, Any]) -> int:
@@ -130,6 +132,13 @@ def finished_events(client: httpx.Client, sid: int) -> Counter[int]:
             elif line.startswith("data:") and kind == "candidate_finished":
                 counts[json.loads(line.split(":", 1)[1])["candidate_id"]] += 1
     return counts
+
+
+def fault_events(client: httpx.Client, sid: int) -> list[dict[str, Any]]:
+    r = client.get(f"/api/searches/{sid}/faults")
+    assert r.status_code == 200, r.text
+    events: list[dict[str, Any]] = r.json()
+    return events
 
 
 def assert_exactly_once(client: httpx.Client, store: Store, sid: int, budget: int) -> list[dict[str, Any]]:
@@ -282,7 +291,7 @@ def test_worker_node_killed_mid_search_loses_nothing(client: httpx.Client, store
                                                      ray_cluster: RayCluster, figures: dict[str, Any]) -> None:
     victim = ray_cluster.add_worker("victim")
     ray_cluster.wait_started(victim)
-    budget = 18
+    budget = 24   # the search outlasts the few seconds Ray takes to declare the node dead
     # 3 slots (head, worker-1, victim): the victim gets jobs.
     sid = launch(client, cheap_config("node-loss", budget=budget, steps=60, seed=21, in_flight=3))
     wait_for(lambda: victim.tasks_running() > 0, 180, "a job running on the victim node")
@@ -293,8 +302,18 @@ def test_worker_node_killed_mid_search_loses_nothing(client: httpx.Client, store
     cands = assert_exactly_once(client, store, sid, budget)
     # The lost job was retried on a live node (or, after its retries, rejected as worker_died).
     assert sum(c["status"] == "evaluated" for c in cands) >= 1
+    # The search's events say so: the node lost, and each job that Ray ran again elsewhere.
+    faults = fault_events(client, sid)
+    [lost] = [f["payload"] for f in faults if f["kind"] == "node_lost"]
+    retried = [f["payload"] for f in faults if f["kind"] == "candidate_retried"]
+    assert all(not r["same_node"] and r["from_node"] == lost["node"] for r in retried), faults
+    # A job the coordinator had seen start on the node is reported as retried. (One killed while its
+    # worker was still starting up never reported its start: Ray retries it all the same, unseen.)
+    assert {c for r in retried for c in r["candidates"]} >= set(lost["candidates"]), faults
     figures["worker_node_killed"] = summary(client, sid, cands, finished_when_killed=at_kill,
-                                            nodes_before=3, nodes_after=2)
+                                            nodes_before=3, nodes_after=2,
+                                            seen_on_lost_node=len(lost["candidates"]),
+                                            retried_events=len(retried))
 
 
 def test_coordinator_killed_and_restarted_resumes_without_duplicates(
@@ -321,45 +340,63 @@ def test_coordinator_killed_and_restarted_resumes_without_duplicates(
                                                                                c.updated_at)
     redone = {i for i in before if i not in finished_before}
     assert in_flight_at_kill <= redone
+    [takeover] = [f for f in fault_events(client, sid) if f["kind"] == "runner_takeover"]
+    assert takeover["payload"]["previous"] != takeover["payload"]["runner"]
     figures["coordinator_killed"] = summary(client, sid, cands, finished_before_kill=len(finished_before),
                                             evaluating_at_kill=len(in_flight_at_kill),
                                             restart_to_healthy_s=round(back_s, 1))
 
 
-def _pg_cluster() -> tuple[str, str] | None:
-    if not shutil.which("pg_lsclusters"):
-        return None
-    out = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        version, name, port, *_ = line.split()
-        if port == "5432":
-            return version, name
-    return None
+def search_under_way(client: httpx.Client, deploy_db: Any, name: str, budget: int, seed: int
+                     ) -> tuple[ThrowawayPostgres, int]:
+    """The module's own throwaway PostgreSQL (never the shared server) and a search with two finished."""
+    server = deploy_db.server
+    if server is None:
+        pytest.skip(deploy_db.skip_reason or "the deploy tests run on SQLite")
+    sid = launch(client, cheap_config(name, budget=budget, steps=60, seed=seed))
+    wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
+    return server, sid
 
 
 def test_postgres_restart_mid_search_is_ridden_out(client: httpx.Client, store: Store,
                                                    deploy_db: Any, figures: dict[str, Any]) -> None:
-    if deploy_db.backend != "postgresql":
-        pytest.skip(deploy_db.skip_reason or "the deploy tests run on SQLite")
-    cluster = _pg_cluster()
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or cluster is None:
-        pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster with a cluster on port 5432")
-    version, name = cluster
     budget = 12
-    sid = launch(client, cheap_config("pg-restart", budget=budget, steps=60, seed=41))
-    wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
+    server, sid = search_under_way(client, deploy_db, "pg-restart", budget, seed=41)
     t = time.monotonic()
-    try:
-        subprocess.run(["pg_ctlcluster", version, name, "restart"], check=True, timeout=120)
-    finally:
-        # Whatever happened, leave the server running for everyone else.
-        subprocess.run(["pg_ctlcluster", version, name, "start"], capture_output=True, timeout=120)
+    server.restart()
     restart_s = time.monotonic() - t
     at_restart = finished_count(client, sid)
     wait_finished(client, sid, 240)
     cands = assert_exactly_once(client, store, sid, budget)
     health = client.get("/healthz")
     assert health.status_code == 200 and health.json()["database"] == "postgresql"
+    outages = [f["payload"] for f in fault_events(client, sid) if f["kind"] == "store_outage"]
+    assert outages, "the outage the runner rode out is in the search's events"
     figures["postgres_restarted"] = summary(client, sid, cands, pg_restart_s=round(restart_s, 1),
-                                            finished_after_restart=budget - at_restart)
+                                            finished_after_restart=budget - at_restart,
+                                            outage_events=len(outages),
+                                            runner_waited_s=max(o["down_s"] for o in outages))
 
+
+def test_postgres_down_longer_than_the_retry_window_pauses_the_search_then_it_finishes(
+        client: httpx.Client, store: Store, deploy_db: Any, figures: dict[str, Any]) -> None:
+    budget = 10
+    server, sid = search_under_way(client, deploy_db, "pg-outage", budget, seed=51)
+    down_s = 2 * RECONNECT_S + 2   # the runners' window is RECONNECT_S
+    server.stop()
+    try:
+        time.sleep(down_s)
+        r = client.get("/healthz")
+        assert r.status_code == 503 and "Retry-After" in r.headers and "5432" not in r.text
+    finally:
+        server.start()
+    at_return = finished_count(client, sid)
+    wait_finished(client, sid, 240)
+    cands = assert_exactly_once(client, store, sid, budget)
+    s = search(client, sid)
+    assert s["error"] is None
+    outages = [f["payload"] for f in fault_events(client, sid) if f["kind"] == "store_outage"]
+    assert any(o.get("runner_restarted") for o in outages), outages
+    figures["postgres_down_past_retry_window"] = summary(
+        client, sid, cands, down_s=down_s, retry_window_s=RECONNECT_S, finished_after_return=budget - at_return,
+        runner_waited_s=max(o["down_s"] for o in outages))

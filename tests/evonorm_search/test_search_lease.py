@@ -11,7 +11,7 @@ import time
 import pytest
 import search_fakes
 
-from db import CandidateStatus, LeaseError, SearchStatus, Store
+from db import CandidateStatus, EventKind, LeaseError, SearchStatus, Store
 from evonorm_search.config import load_config
 from evonorm_search.lease import LeaseLost, _process_start, holder_is_gone, runner_identity
 from evonorm_search.runner import SearchRunner
@@ -78,10 +78,14 @@ def test_a_second_runner_is_refused_and_touches_nothing(store: Store) -> None:
 def test_a_dead_runner_on_this_host_is_taken_over_at_once(store: Store) -> None:
     sid = new_search(store, budget=10)
     store.set_search_status(sid, SearchStatus.RUNNING)
-    store.claim_search(sid, f"{socket.gethostname()}:{dead_pid()}:1:dead", stale_after_s=3600)
+    dead = f"{socket.gethostname()}:{dead_pid()}:1:dead"
+    store.claim_search(sid, dead, stale_after_s=3600)
     start = time.monotonic()
     assert runner(store, sid).run().status is SearchStatus.FINISHED
     assert time.monotonic() - start < 60   # not the hour the lease would take to go stale
+    # The takeover is in the search's events, naming the dead holder.
+    [takeover] = [e.payload for e in store.events_after(0, search_id=sid, kinds=[EventKind.RUNNER_TAKEOVER])]
+    assert takeover["previous"] == dead and takeover["runner"] != dead
 
 
 def test_a_runner_whose_lease_is_taken_stops_without_writing(store: Store) -> None:

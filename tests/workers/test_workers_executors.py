@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,3 +106,39 @@ def test_ray_job_that_kills_its_worker_every_time_is_rejected(ray_executor: RayE
         assert drain(ex)[again] == 2.0
     finally:
         ex.close()
+
+
+def test_ray_time_queued_behind_other_jobs_is_not_counted(ray_executor: RayExecutor) -> None:
+    # 2 CPUs, 4 jobs of 1.5 s each with a 2.5 s limit: the last two wait ~1.5 s for a CPU, so timed
+    # from submission they would pass their limit; timed from their start they finish well within it.
+    jobs = [ray_executor.submit(time.sleep, 1.5, timeout_s=2.5) for _ in range(4)]
+    out = drain(ray_executor)
+    assert [out[j] for j in jobs] == [None] * 4, out
+    # A job that runs too long is still timed out.
+    hung = ray_executor.submit(time.sleep, 3600, timeout_s=1.0)
+    assert isinstance(drain(ray_executor)[hung], JobFailure)
+
+
+PROBE = """
+import math, os, sys
+from workers.executors import RayExecutor
+ex = RayExecutor(local_cpus=1)
+job = ex.submit(math.sqrt, 4.0)
+out = {}
+while ex.in_flight:
+    out.update(ex.wait(5))
+ex.close()
+print(out[job], os.environ["RAY_AUTH_MODE"])
+"""
+
+
+def test_a_private_local_ray_uses_token_auth_without_writing_a_token_file(tmp_path: Path) -> None:
+    # Ray 2.60's ray.init() would write ~/.ray/auth_token, which then turns token auth on for every
+    # `ray start --head` on the machine (whose plain workers cannot join).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["2.0", "token"]
+    assert not (tmp_path / ".ray" / "auth_token").exists()
