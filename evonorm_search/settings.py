@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,14 @@ class Settings(BaseSettings):
     token: str | None = Field(None, description="Bearer token required by mutating API calls")
     data_dir: str | None = Field(None, description="Local CIFAR directory")
     max_running: int = Field(4, ge=0, le=1024, description="Searches run at once; the rest queue")
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, v: str | None) -> str | None:
+        # a blank token would protect nothing, yet counts as set (serve listens beyond loopback with it)
+        if v is not None and (not v.strip() or v != v.strip()):
+            raise ValueError("the token must not be blank nor start or end with whitespace")
+        return v
 
 
 def get_settings() -> Settings:

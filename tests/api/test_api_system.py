@@ -40,8 +40,8 @@ def test_openapi_is_complete(finished: tuple[TestClient, int]) -> None:
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert op.get("summary"), f"{method} {path} has no summary"
-            if method == "post":
-                assert "401" in op["responses"] and "422" in op["responses"], f"{method} {path}"
+            if method == "post":   # 401 and bearer auth only on a server with a token (test_api_usability)
+                assert "422" in op["responses"], f"{method} {path}"
             if "{search_id}" in path or "{candidate_id}" in path:
                 assert "404" in op["responses"], f"{method} {path}"
     assert "409" in spec["paths"]["/api/searches/{search_id}/pause"]["post"]["responses"]
@@ -49,7 +49,6 @@ def test_openapi_is_complete(finished: tuple[TestClient, int]) -> None:
     assert {"quick", "tiny"} <= set(launch["examples"])
     schemas = spec["components"]["schemas"]
     assert schemas["FrontPublic"].get("examples") and schemas["GraphIn"].get("examples")
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
 
 
 def test_dashboard_is_served_offline(finished: tuple[TestClient, int]) -> None:
