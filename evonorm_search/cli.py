@@ -487,14 +487,18 @@ def export_winners(
     search_id: int,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory.")] = Path("winners"),
     db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    layout: Annotated[Layout | None, typer.Option(help="nchw (images, <name>.py) or tokens (B, T, C; "
+                                                       "<name>_tokens.py); default: each one the search used")]
+    = None,
 ) -> None:
-    """Export every layer on a search's Pareto front as a standalone .py module."""
+    """Export every layer on a search's Pareto front as a standalone .py module, per input layout."""
     from db import NotFoundError
 
     try:
         from evonorm_search.summary import export_winners
 
-        paths = export_winners(_open_store(db, create=False), search_id, output)
+        paths = export_winners(_open_store(db, create=False), search_id, output,
+                               [layout.value] if layout else None)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
     for p in paths:

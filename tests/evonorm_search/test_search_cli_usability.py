@@ -5,6 +5,7 @@ happening, a front table that shows each layer once with its whole origin, and w
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -13,8 +14,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from db import CandidateStatus, Store
 
@@ -147,3 +150,48 @@ def test_the_front_shows_each_layer_once_with_its_whole_origin(tiny_run: Run) ->
             origin = origin_text(int(cid), by_id)
             assert origin in row, (origin, row)   # whole, not cut at 40 characters
     assert any("zoo seed bn_relu" in row for row in rows)
+
+
+# -- winners in every layout -----------------------------------------------------------------------
+
+
+def _load(path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_winners_per_layout_and_a_wrong_input_is_named(tiny_run: Run) -> None:
+    out = tiny_run.tmp / "by-layout"
+    default = cli("export-winners", "1", "--db", str(tiny_run.db), "-o", str(out / "default"))
+    assert default.returncode == 0, default.stderr
+    images = sorted((out / "default").glob("*.py"))
+    assert images and not any(p.stem.endswith("_tokens") for p in images), "the search trained on images only"
+    tokens = cli("export-winners", "1", "--db", str(tiny_run.db), "-o", str(out / "tokens"),
+                 "--layout", "tokens")
+    assert tokens.returncode == 0, tokens.stderr
+    token_files = sorted((out / "tokens").glob("*_tokens.py"))
+    assert [p.stem.removesuffix("_tokens") for p in token_files] == [p.stem for p in images]
+    for path in token_files:
+        module = _load(path)
+        cls = next(v for v in vars(module).values() if isinstance(v, type) and issubclass(v, torch.nn.Module)
+                   and v.__module__ == module.__name__)
+        layer = cls(16)
+        assert layer(torch.randn(2, 5, 16)).shape == (2, 5, 16)
+        said = r"expects \(B, T, C\) tokens with C = num_features = 16, got shape \[2, 16, 4, 4\]"
+        with pytest.raises(ValueError, match=said):
+            layer(torch.randn(2, 16, 4, 4))
+    bad = cli("export-winners", "1", "--db", str(tiny_run.db), "--layout", "nhwc")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_search_on_images_and_text_exports_both_layouts() -> None:
+    from evonorm_search.config import load_config
+    from evonorm_search.summary import search_layouts, winner_filename
+
+    assert search_layouts(load_config("quick")) == ["nchw", "tokens"]
+    assert search_layouts(load_config(None, tiny_config())) == ["nchw"]
+    names = [winner_filename("bn_relu", lay) for lay in ("nchw", "tokens")]
+    assert names == ["bn_relu.py", "bn_relu_tokens.py"]
