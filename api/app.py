@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AppState
@@ -109,12 +110,25 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.add_middleware(AllowHeaderMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(BodyLimitMiddleware)
+    # Compressed responses (the dashboard's script bundles, big JSON pages); event streams are left alone.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     _security_as_configured(app, bool(settings.token))
     _exception_handlers(app)
     for module in (searches, candidates, graphs, zoo, events, system, dashboard):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    app.mount("/static", CachedStaticFiles(directory=dashboard.STATIC), name="static")
     return app
+
+
+class CachedStaticFiles(StaticFiles):
+    """Static files a browser may keep: versioned vendor bundles for a year, the page's own script and
+    style revalidated on each load (a 304 via their ETag) so a new release shows at once."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Any:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        vendor = str(full_path).replace("\\", "/").rsplit("/", 2)[-2] == "vendor"
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if vendor else "no-cache"
+        return response
 
 
 class AllowHeaderMiddleware:

@@ -83,6 +83,7 @@ def export_winners(store: Store, search_id: int, out: Path, layouts: list[str] |
         out.mkdir(parents=True, exist_ok=True)
         for layout in layouts or search_layouts(cfg):
             path = out / winner_filename(name, layout)
-            path.write_bytes(export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps, layout=layout))
+            data = export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps, layout=layout)
+            path.write_bytes(data)
             paths.append(path)
     return paths

@@ -34,7 +34,8 @@ def _search_exists(state: State, request: Request) -> None:
 
 @router.get("/api/events", response_class=EventSourceResponse, dependencies=[Depends(_search_exists)],
             responses={
-    404: {"model": ErrorBody, "description": "No such search"},
+    404: {"description": "No such search (JSON, before any stream opens)",
+          "content": {"application/json": {"schema": ErrorBody.model_json_schema()}}},
     200: {"description": "`text/event-stream`: one event per log entry; `id` is the event id, `event` its "
                          "kind, `data` an EventPublic as JSON"},
     422: {"description": "Invalid parameters"}}, summary="Follow the event log (SSE)")
