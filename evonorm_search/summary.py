@@ -64,8 +64,8 @@ def winners_dir(export_dir: Path, search_id: int) -> Path:
 
 
 def search_layouts(config: Any) -> list[str]:
-    """The input layouts a search trained its layers on: "nchw" (images), "tokens" (B, T, C)."""
-    trained = {backbone_layout(t.backbone) for t in config.tasks}
+    """The input layouts a search trained its layers on (held-out tasks too): "nchw" (images), "tokens"."""
+    trained = {backbone_layout(t.backbone) for t in [*config.tasks, *config.heldout_tasks]}
     return [layout for layout in LAYOUTS if layout in trained]
 
 
