@@ -400,7 +400,9 @@ def _print_front(store: Any, search_id: int) -> None:
     table.add_column("origin")
     by_id = {c.id: c for c in rows}
     for m in front:
-        table.add_row(str(m.candidate_id), m.candidate.formula, *(f"{v:.4f}" for v in m.objectives),
+        zoo = m.candidate.zoo_name
+        shown = f"zoo {zoo}: {m.candidate.formula}" if zoo else m.candidate.formula
+        table.add_row(str(m.candidate_id), escape(shown), *(f"{v:.4f}" for v in m.objectives),
                       escape(origin_text(m.candidate_id, by_id)))
     on_front = {m.candidate_id for m in front}
     for name, c in baselines(store, SearchView.of(search)):
@@ -418,7 +420,7 @@ def origin_text(candidate_id: int, by_id: dict[int, Any]) -> str:
     c = by_id.get(candidate_id)
     origin = (c.mutation or "") if c is not None else ""
     if origin.startswith("seed:"):
-        return f"zoo seed {origin.split(':', 1)[1]}"
+        return f"zoo seed {origin.split(':', 1)[1]}, its own baseline"
     if c is None or not c.parent_ids:
         return "random graph"
     steps, root, node = 0, "a random graph", c
