@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first, pinned, so pip keeps this build instead of fetching a CUDA one
 	$(BIN)/pip install "torch==2.13.0"
+	# torchvision 0.28.0 is the release for torch 2.13 (the tests put exported layers in its models and
+	# timm's). Without its dependencies: they would pull a CUDA torch. Its PyPI wheel is CUDA-built, so its
+	# compiled ops do not load beside the CPU torch; see tests/primitives/test_prim_interop.py.
+	$(BIN)/pip install --no-deps "torchvision==0.28.0"
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AppState
@@ -109,11 +110,26 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
     app.state.evonorm = state
     app.add_middleware(AllowHeaderMiddleware, openapi=lambda: app.openapi())
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimitMiddleware)
+    # Compressed responses (the dashboard's script bundles, big JSON pages); event streams are left alone.
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    _security_as_configured(app, bool(settings.token))
     _exception_handlers(app)
     for module in (searches, candidates, graphs, zoo, events, system, dashboard):
         app.include_router(module.router)
-    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
+    app.mount("/static", CachedStaticFiles(directory=dashboard.STATIC), name="static")
     return app
+
+
+class CachedStaticFiles(StaticFiles):
+    """Static files a browser may keep: versioned vendor bundles for a year, the page's own script and
+    style revalidated on each load (a 304 via their ETag) so a new release shows at once."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Any:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        vendor = str(full_path).replace("\\", "/").rsplit("/", 2)[-2] == "vendor"
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if vendor else "no-cache"
+        return response
 
 
 class AllowHeaderMiddleware:
@@ -157,9 +173,106 @@ def _field(loc: list[Any]) -> str:
     return ".".join(map(str, loc)) or "(body)"
 
 
+def _unreadable_body(exc: RequestValidationError) -> str | None:
+    """The message for a body that is not JSON (FastAPI reports it as a 422 at the error's offset)."""
+    for e in exc.errors():
+        if e.get("type") == "json_invalid":
+            ctx = e.get("ctx") or {}
+            where = e.get("loc", ())[-1] if e.get("loc") else "?"
+            return f"the body is not valid JSON: {ctx.get('error', 'invalid')} at character {where}"
+    return None
+
+
+MAX_BODY_BYTES = 1 << 20   # a search config is a few kB; a graph less
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over `limit` bytes, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(send)
+            return
+        seen = 0
+        over = replied = False
+
+        async def counted() -> Message:
+            nonlocal seen, over
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    raise _TooLarge
+            return message
+
+        async def answered(message: Message) -> None:
+            # The app may turn the interrupted read into its own error (FastAPI: a 400); say what it was.
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start" and not replied:
+                await reply()
+
+        async def reply() -> None:
+            nonlocal replied
+            replied = True
+            await self._too_large(send)
+
+        try:
+            await self.app(scope, counted, answered)
+        except _TooLarge:
+            if not replied:
+                await reply()
+
+    async def _too_large(self, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.limit:,} bytes"}, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:  # pragma: no cover - a JSONResponse never reads
+    return {"type": "http.disconnect"}
+
+
+def _security_as_configured(app: FastAPI, token_set: bool) -> None:
+    """Without a token nothing needs one: drop bearer auth from the OpenAPI document, which otherwise
+    marks every POST route as requiring it."""
+    if token_set:
+        return
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            for ops in schema.get("paths", {}).values():
+                for op in ops.values():
+                    if isinstance(op, dict):
+                        op.pop("security", None)
+                        op.get("responses", {}).pop("401", None)
+            schema.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _exception_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        unreadable = _unreadable_body(exc)
+        if unreadable:  # the OpenAPI promises 400 for a body that is not JSON at all
+            return JSONResponse({"detail": unreadable}, status_code=400)
         errors = []
         for e in exc.errors():
             loc = list(e.get("loc", ()))

@@ -147,6 +147,7 @@ class CandidateSummary(BaseModel):
     formula: str
     objectives: list[float] | None
     rejection_stage: str | None
+    rejection_reason: str | None = Field(None, description="Why it was rejected, in its stage's words")
     generation: int
     mutation: str | None = Field(description="How it was made: seed:<zoo layer>, random, or the mutation")
     parent_ids: list[int]

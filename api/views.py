@@ -89,9 +89,10 @@ def candidate_summary(c: CandidateRecord, objective_names: list[str]) -> Candida
     return CandidateSummary(
         id=c.id, search_id=c.search_id, status=c.status, formula=CandidateView(c).formula,
         objectives=list(c.objectives) if c.objectives is not None else None, rejection_stage=c.rejection_stage,
-        generation=c.generation, mutation=c.mutation, parent_ids=list(c.parent_ids), reused_from=c.reused_from,
-        structural_hash=c.structural_hash, created_at=c.created_at, updated_at=c.updated_at, rung=c.rung,
-        verified=c.verified, estimates=estimates_public(c, objective_names))
+        rejection_reason=c.rejection_reason, generation=c.generation, mutation=c.mutation,
+        parent_ids=list(c.parent_ids), reused_from=c.reused_from, structural_hash=c.structural_hash,
+        created_at=c.created_at, updated_at=c.updated_at, rung=c.rung, verified=c.verified,
+        estimates=estimates_public(c, objective_names))
 
 
 def baselines(state: AppState, view: SearchView) -> list[Baseline]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from enum import StrEnum
 from pathlib import Path
@@ -11,7 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from primitives import Graph, GraphError, formula, structural_hash
 from primitives.export import ExportFormat, export_bytes
@@ -151,7 +154,7 @@ def _open_store(db: str | None, *, create: bool = True) -> Any:
 
     Read-only commands pass create=False: a mistyped path is then an error, not a new, empty database.
     """
-    from db import open_store
+    from db import StoreError, open_store
     from evonorm_search.settings import get_settings
 
     url = db or get_settings().db_url
@@ -162,6 +165,18 @@ def _open_store(db: str | None, *, create: bool = True) -> Any:
                    f"via --db or EVONORM_DB_URL)") from None
     except ValueError as e:  # an unsupported URL, in-memory SQLite
         raise fail(f"--db: {e}") from None
+    except StoreError as e:  # an unreachable server, a refused login
+        raise fail(f"--db: cannot open the database at {_safe_url(url)}: {_first_line(e)}", code=1) from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return escape(lines[0] if lines else type(e).__name__)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for an error message."""
+    return escape(re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url))
 
 
 def _load_search_config(config: Path | None, preset: str | None, overrides: dict[str, Any]) -> Any:
@@ -208,6 +223,40 @@ def _executor(kind: str | None, ray_address: str | None, config: Any) -> Any:
     return search_executor(config, kind or settings.executor, ray_address or settings.ray_address)
 
 
+def _start_executor(kind: str | None, ray_address: str | None, config: Any) -> Any:
+    """The executor, started, or a one-line error naming the option."""
+    from evonorm_search.settings import get_settings
+
+    kind = kind or get_settings().executor
+    if kind not in ("ray", "inprocess"):
+        raise fail(f"--executor: unknown executor {kind!r}; choose ray or inprocess")
+    address = ray_address or get_settings().ray_address
+    where = f"the Ray cluster at {address!r}" if address else "a local Ray"
+    if kind == "ray" and address:
+        problem = _unreachable(address)
+        if problem:  # ray.init would retry for minutes before it says so
+            raise fail(f"--ray-address: cannot reach {where}: {problem}", code=1)
+    try:
+        return _executor(kind, ray_address, config)
+    except Exception as e:  # Ray's errors for an unreachable or refused cluster have no common base
+        raise fail(f"--ray-address: cannot start {where}: {_first_line(e)}", code=1) from None
+
+
+def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why a TCP connection to a Ray address ("host:port", "ray://host:port") fails, or None."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():  # "auto", "local": Ray finds the cluster itself
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        return escape(e.strerror or str(e) or type(e).__name__)
+    return None
+
+
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="Search config, JSON or YAML.")] = None,
@@ -241,11 +290,15 @@ def run(
     else:  # a bad config is refused before any database is touched
         cfg = _load_search_config(config, preset, {"budget": budget, "strategy": strategy, "seed": seed})
         store = _open_store(db)
+    # The executor starts before the search is created: a start that fails leaves no queued search
+    # behind (which `serve` would later pick up).
+    ex = _start_executor(executor, ray_address, cfg)
+    if resume is None:
         search = store.create_search(cfg.name, cfg.model_dump(mode="json"), seed=cfg.seed)
     console.print(f"search [bold]{search.id}[/] ({cfg.strategy}, budget {cfg.budget}, "
                   f"objectives {', '.join(cfg.objectives)}) in {store.url}")
     try:
-        with _executor(executor, ray_address, cfg) as ex, _progress(cfg.budget) as (_bar, update):
+        with ex, _progress(cfg.budget) as (_bar, update):
             # A database outage, however long, makes the search wait and then carry on; never fail.
             runner_store = store.with_reconnect(60.0)
             result = run_through_outages(
@@ -276,13 +329,15 @@ def run(
 
 
 class _progress:
-    """A rich progress bar over candidates finished, with rejection counts and the best so far."""
+    """The progress bar, fitted to 80 columns: bar, count, time and best on one line, what is in flight
+    on the next, and each rejection printed above them as it comes."""
 
     def __init__(self, budget: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.fields[info]}"), console=console, transient=False)
+        self.bar = _ActivityProgress(TextColumn("[bold]search"), BarColumn(bar_width=16), MofNCompleteColumn(),
+                                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console,
+                                     transient=False)
         self.task = self.bar.add_task("search", total=budget, info="")
 
     def __enter__(self) -> tuple[Any, Any]:
@@ -290,14 +345,44 @@ class _progress:
         return self.bar, self.update
 
     def __exit__(self, *exc: object) -> None:
+        self.bar.activity = ""
         self.bar.__exit__(None, None, None)
 
     def update(self, p: Any) -> None:
-        stages = " ".join(f"{k}:{v}" for k, v in sorted(p.by_stage.items()))
+        for c in p.just_finished:
+            if c.status == "rejected" and c.reused_from is None:
+                reason = (c.rejection_reason or "").splitlines()[0] if c.rejection_reason else ""
+                self.bar.console.print(escape(f"  #{c.id} rejected at {c.rejection_stage}: {reason}"),
+                                       overflow="ellipsis", no_wrap=True, crop=True)
+        self.bar.activity = escape(_activity(p))
         best = "/".join(f"{v:.3f}" for v in p.best) if p.best else "-"
-        info = (f"evaluated {p.evaluated}  in flight {p.in_flight}  rejected {p.rejected} [{stages}]  "
-                f"dup {p.duplicates}  best {best}")
-        self.bar.update(self.task, completed=p.finished, total=p.budget, info=escape(info))
+        self.bar.update(self.task, completed=p.finished, total=p.budget, info=escape(f"best {best}"))
+
+
+def _activity(p: Any) -> str:
+    """The second progress line: the candidates in flight and what they are doing, then the counts."""
+    doing = {"screen": "screening"}   # a training job is "rung <n>"
+    now = ", ".join(f"#{cid} {doing.get(kind, kind)}" for cid, kind in p.running[:3])
+    if len(p.running) > 3:
+        now += f" +{len(p.running) - 3}"
+    stages = " ".join(f"{k} {v}" for k, v in sorted(p.by_stage.items()))
+    counts = f"ok {p.evaluated}  rejected {p.rejected}" + (f" ({stages})" if stages else "")
+    if p.duplicates:
+        counts += f"  dup {p.duplicates}"
+    return f"  now: {now or '-'} | {counts}"
+
+
+class _ActivityProgress(Progress):
+    """A Progress with one more line under the bar; cut to the terminal's width, never wrapped."""
+
+    activity = ""
+
+    def get_renderables(self) -> Any:
+        yield self.make_tasks_table(self.tasks)
+        if self.activity:
+            line = Text.from_markup(self.activity, overflow="ellipsis")
+            line.no_wrap = True
+            yield line
 
 
 def _estimate_text(e: dict[str, Any]) -> str:
@@ -307,7 +392,8 @@ def _estimate_text(e: dict[str, Any]) -> str:
 
 
 def _print_front(store: Any, search_id: int) -> None:
-    from evonorm_search.summary import front_report
+    from evonorm_search.domain import CandidateView
+    from evonorm_search.summary import evaluated, front_report
 
     report = front_report(store, search_id)
     names = report["objectives"]
@@ -325,11 +411,18 @@ def _print_front(store: Any, search_id: int) -> None:
     if any(wins.values()):
         table.add_column("beats (paired, p < 0.05)")
     table.add_column("origin")
+    by_id = {c.id: c for c in evaluated(store, search_id)}
+    on_front = {m["id"] for m in report["members"]}
     for m in report["members"]:
+        zoo = CandidateView(by_id[m["id"]]).zoo_name if m["id"] in by_id else None
+        shown = f"zoo {zoo}: {m['formula']}" if zoo else m["formula"]
         rung = f"{m['rung']} ✓" if m["verified"] else str(m["rung"])
-        table.add_row(str(m["id"]), m["formula"], *(_estimate_text(e) for e in m["estimates"]), rung,
-                      *([wins[m["id"]] or "-"] if any(wins.values()) else []), m["origin"][:40])
+        table.add_row(str(m["id"]), escape(shown), *(_estimate_text(e) for e in m["estimates"]), rung,
+                      *([wins[m["id"]] or "-"] if any(wins.values()) else []),
+                      escape(origin_text(m["id"], by_id)))
     for b in report["baselines"]:
+        if b["id"] in on_front:  # a seed on the front is its own baseline: one row, its origin says so
+            continue
         scores = [_estimate_text(e) for e in b["estimates"]] if b["estimates"] else \
             [f"rejected: {b['rejection_stage']}"] + [""] * (len(names) - 1)
         table.add_row(f"[dim]{b['id']}[/]", f"[dim]zoo {b['name']}[/]", *scores, f"[dim]{b['rung']}[/]",
@@ -338,6 +431,27 @@ def _print_front(store: Any, search_id: int) -> None:
     verified = [m["id"] for m in report["verified_members"]]
     console.print(f"rung ✓: verified (the top rung, held-out tasks included); verified front: "
                   f"{verified or 'none yet'}")
+
+
+def origin_text(candidate_id: int, by_id: dict[int, Any]) -> str:
+    """Where a candidate came from, in the README's words: "zoo seed bn_relu", "random graph", or
+    "mutation of #7 (from bn_relu, 2 mutations): <what changed>", following parents to the lineage's root."""
+    c = by_id.get(candidate_id)
+    origin = (c.mutation or "") if c is not None else ""
+    if origin.startswith("seed:"):
+        return f"zoo seed {origin.split(':', 1)[1]}, its own baseline"
+    if c is None or not c.parent_ids:
+        return "random graph"
+    steps, root, node = 0, "a random graph", c
+    while node is not None and node.parent_ids:
+        steps += 1
+        node = by_id.get(node.parent_ids[0])
+    if node is not None and (node.mutation or "").startswith("seed:"):
+        root = (node.mutation or "").split(":", 1)[1]
+    elif node is None:
+        root = "an earlier candidate"
+    plural = "s" if steps != 1 else ""
+    return f"mutation of #{c.parent_ids[0]} (from {root}, {steps} mutation{plural}): {origin}"
 
 
 def _summary(store: Any, search_id: int) -> dict[str, Any]:
@@ -399,14 +513,18 @@ def export_winners(
     search_id: int,
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory.")] = Path("winners"),
     db: Annotated[str | None, typer.Option(help="Database URL.")] = None,
+    layout: Annotated[Layout | None, typer.Option(help="nchw (images, <name>.py) or tokens (B, T, C; "
+                                                       "<name>_tokens.py); default: each one the search used")]
+    = None,
 ) -> None:
-    """Export every layer on a search's Pareto front as a standalone .py module."""
+    """Export every layer on a search's Pareto front as a standalone .py module, per input layout."""
     from db import NotFoundError
 
     try:
         from evonorm_search.summary import export_winners
 
-        paths = export_winners(_open_store(db, create=False), search_id, output)
+        paths = export_winners(_open_store(db, create=False), search_id, output,
+                               [layout.value] if layout else None)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
     for p in paths:

@@ -33,6 +33,75 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# What each backbone's constructor takes from a config (the trainer sets the rest: classes, input channels),
+# with bounds that keep one evaluation to a size a worker can hold. A typo is refused at launch, naming
+# the key, instead of every candidate (the baselines too) failing at `error` while the search "finishes".
+Size = Annotated[int, Field(ge=1, le=4096)]
+Count = Annotated[int, Field(ge=1, le=64)]
+
+
+class ResNetKwargs(_Strict):
+    widths: Annotated[list[Size], Field(min_length=1, max_length=8)] | None = None
+    blocks: Annotated[list[Count], Field(min_length=1, max_length=8)] | None = None
+    width_mult: Annotated[float, Field(gt=0, le=16)] | None = None
+    stem_stride: Annotated[int, Field(ge=1, le=4)] | None = None
+
+    @model_validator(mode="after")
+    def _stages(self) -> Self:
+        if self.widths is not None and self.blocks is not None and len(self.widths) != len(self.blocks):
+            raise ValueError(f"widths ({len(self.widths)} stages) and blocks ({len(self.blocks)}) must "
+                             "have the same length")
+        return self
+
+
+class MobileNetKwargs(_Strict):
+    setting: Annotated[list[Annotated[list[Annotated[int, Field(ge=1, le=4096)]],
+                                      Field(min_length=4, max_length=4)]],
+                       Field(min_length=1, max_length=16,
+                             description="(expansion t, channels c, repeats n, stride s) rows")] | None = None
+    stem_channels: Size | None = None
+    last_channels: Size | None = None
+    width_mult: Annotated[float, Field(gt=0, le=16)] | None = None
+    stem_stride: Annotated[int, Field(ge=1, le=4)] | None = None
+
+
+class TransformerKwargs(_Strict):
+    block_size: Annotated[int, Field(ge=2, le=4096)] | None = None
+    n_layer: Count | None = None
+    n_head: Annotated[int, Field(ge=1, le=64)] | None = None
+    n_embd: Size | None = None
+    placement: Literal["pre", "post", "peri", "mix"] | None = None
+    mix_post_layers: Annotated[int, Field(ge=0, le=64)] | None = None
+    dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+    @model_validator(mode="after")
+    def _heads(self) -> Self:
+        n_embd, n_head = self.n_embd or 64, self.n_head or 4
+        if n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        return self
+
+
+BACKBONE_KWARGS: dict[str, type[_Strict]] = {
+    "resnet": ResNetKwargs, "mobilenet": MobileNetKwargs, "transformer": TransformerKwargs}
+
+
+def check_backbone_kwargs(backbone: str, kwargs: dict[str, Any]) -> None:
+    """ValueError naming the first bad key of `kwargs` for `backbone` (and what it takes)."""
+    from pydantic import ValidationError
+
+    model = BACKBONE_KWARGS[backbone]
+    try:
+        model.model_validate(kwargs, strict=False)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        takes = ", ".join(model.model_fields)
+        where = f"backbone_kwargs.{key}" if key else "backbone_kwargs"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ValueError(f"{where}: {msg} ({backbone} takes {takes})") from None
+
+
 class TaskConfig(_Strict):
     """One proxy task = one objective."""
 
@@ -54,6 +123,7 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _backbone_fits_task(self) -> Self:
+        check_backbone_kwargs(self.backbone, self.backbone_kwargs)
         layout = backbone_layout(self.backbone)
         kind = get_task(self.task).kind
         if (layout == "tokens") != (kind == "text"):

@@ -105,6 +105,10 @@ class Progress:
     rungs: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # rung -> candidates there now
     verified: int = 0
     doing: str = ""                          # the newest job started, for a progress line
+    # What is happening now, for a live display: (candidate id, "screen" | "rung <n>") per job, and the
+    # candidates recorded since the last report (a rejection shows as it comes).
+    running: tuple[tuple[int, str], ...] = ()
+    just_finished: tuple[CandidateRecord, ...] = ()
 
     @property
     def finished(self) -> int:
@@ -505,6 +509,7 @@ class SearchRunner:
         if not outcomes:
             return
         records = self.store.finish_candidates(outcomes)
+        self.progress.just_finished += tuple(records)
         resolved: list[CandidateOutcome] = []
         for rec in records:
             self._account(rec)
@@ -546,8 +551,11 @@ class SearchRunner:
     def _report(self) -> None:
         parked = sum(len(v) for v in self._parked.values())
         self.progress.in_flight = len(self._jobs) + parked + len(self._climbs)
+        self.progress.running = tuple((j.candidate.id, "screen" if j.kind == "screen" else f"rung {j.rung}")
+                                      for j in self._jobs.values())
         if self.on_progress:
             self.on_progress(self.progress)
+        self.progress.just_finished = ()
 
 
 def cancelled_outcome(c: CandidateRecord) -> CandidateOutcome:

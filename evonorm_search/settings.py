@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     reconnect_s: float = Field(60.0, ge=0, le=86_400,
                                description="A database outage runners wait out in place; a longer one stops "
                                            "them until the database is back (the search waits, never fails)")
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_blank(cls, v: str | None) -> str | None:
+        # a blank token would protect nothing, yet counts as set (serve listens beyond loopback with it)
+        if v is not None and (not v.strip() or v != v.strip()):
+            raise ValueError("the token must not be blank nor start or end with whitespace")
+        return v
 
 
 def get_settings() -> Settings:

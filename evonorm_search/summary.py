@@ -10,7 +10,9 @@ from db import CandidateRecord, CandidateStatus, Store
 from evonorm_search.domain import CandidateView, SearchView, baselines, search_config
 from evonorm_search.funnel import ALPHA, MemberStats, member_stats
 from evonorm_search.pareto import front_order, hypervolume, nondominated
+from primitives.codegen import LAYOUTS
 from primitives.export import ExportFormat, export_bytes
+from workers.backbones import backbone_layout
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,29 @@ def winners_dir(export_dir: Path, search_id: int) -> Path:
     return export_dir / f"search-{search_id}" / "winners"
 
 
-def export_winners(store: Store, search_id: int, out: Path) -> list[Path]:
-    """Write every layer on the search's Pareto front to `out` as a standalone .py module."""
+def search_layouts(config: Any) -> list[str]:
+    """The input layouts a search trained its layers on (held-out tasks too): "nchw" (images), "tokens"."""
+    trained = {backbone_layout(t.backbone) for t in [*config.tasks, *config.heldout_tasks]}
+    return [layout for layout in LAYOUTS if layout in trained]
+
+
+def winner_filename(name: str, layout: str) -> str:
+    return f"{name}.py" if layout == "nchw" else f"{name}_{layout}.py"
+
+
+def export_winners(store: Store, search_id: int, out: Path, layouts: list[str] | None = None) -> list[Path]:
+    """Write every layer on the search's Pareto front to `out` as a standalone .py module, once per layout
+    (default: each layout the search trained on; images as `<name>.py`, tokens as `<name>_tokens.py`)."""
     cfg = search_config(store.get_search(search_id))
     paths = []
     for m in pareto_front(evaluated(store, search_id), cfg.maximise):
         name = m.candidate.module_name
         out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{name}.py"
-        path.write_bytes(export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps))
-        paths.append(path)
+        for layout in layouts or search_layouts(cfg):
+            path = out / winner_filename(name, layout)
+            data = export_bytes(m.candidate.graph, ExportFormat.PY, name=name, eps=cfg.eps, layout=layout)
+            path.write_bytes(data)
+            paths.append(path)
     return paths
 
 

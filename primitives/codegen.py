@@ -441,6 +441,25 @@ def _wrap(text: str, prec: int, need: int) -> str:
     return f"({text})" if prec < need else text
 
 
+_DROP_AFTER = '''
+
+def _drop_after(module: nn.Module, inputs: tuple[Tensor], output: Tensor) -> Tensor:
+    return module.drop(output)
+'''
+
+
+def _input_check(layout: str, class_name: str) -> list[str]:
+    """forward's first lines: a wrong input layout is named in the error, not left to a torch error inside."""
+    if layout == "nchw":
+        test, want = "x.dim() != 4 or x.shape[1] != self.num_features", "(N, C, H, W) images"
+    else:
+        test, want = "x.dim() != 3 or x.shape[2] != self.num_features", "(B, T, C) tokens"
+    return [f"        if {test}:",
+            f'            raise ValueError("{class_name} ({layout} layout) expects {want} with C = "',
+            '                             "num_features = {}, got shape {}".format(self.num_features, '
+            "list(x.shape)))"]
+
+
 def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "nchw",
                   eps: float = 1e-5, title: str | None = None, fuse: bool = True) -> str:
     """The complete text of a standalone `.py` file defining `class_name`.
@@ -506,6 +525,7 @@ def module_source(graph: Graph, *, class_name: str = "EvoLayer", layout: str = "
     functional = "import torch.nn.functional as F\n" if plan.fused else ""
     text = formula(graph)
     shape = "(N, C, H, W)" if layout == "nchw" else "(B, T, C)"
+    prologue = [*_input_check(layout, class_name), *prologue]
     head = title or "A normalization-activation layer found by evonorm-search."
     graph_json = json.dumps(g.to_json(), separators=(",", ":"))
     return f'''"""{head}
@@ -522,19 +542,31 @@ import torch
 {functional}from torch import Tensor, nn
 
 GRAPH = {graph_json!r}
-{"".join(helper_src)}
+{"".join(helper_src)}{_DROP_AFTER}
 
 class {class_name}(nn.Module):
     """y = {text}, then a per-channel affine; a drop-in `norm_layer(num_features)`."""
 
     def __init__(self, num_features: int, eps: float = {eps!r}, groups: int = 32,
-                 momentum: float = 0.1) -> None:
+                 momentum: float = 0.1, *, apply_act: bool = True, act_layer: object = None,
+                 act_kwargs: object = None, inplace: bool = True, drop_layer: object = None,
+                 device: object = None, dtype: object = None) -> None:
+        # The keywords after * are timm's norm-act convention (its BatchNormAct2d, EvoNorm2dS0), so the
+        # layer can be a timm `norm_layer`. The searched graph is the norm and its activation at once, with
+        # no separable activation: act_layer, act_kwargs and inplace have nothing to choose, and
+        # apply_act=False leaves the layer as it is (it computes the graph it was found as).
         super().__init__()
         self.num_features = num_features
         self.eps = eps
 {groups_line}
         self.momentum = momentum
+        self.apply_act = apply_act
 {chr(10).join(init)}
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+        if drop_layer is not None:  # timm's DropBlock, after the layer
+            self.drop = drop_layer()
+            self.register_forward_hook(_drop_after)
 
     def forward(self, x: Tensor) -> Tensor:
 {chr(10).join(prologue + body + epilogue)}

@@ -60,7 +60,7 @@ def get_candidate(state: State, candidate_id: CandidateId) -> CandidateDetail:
         **candidate_summary(c, search.objectives.names).model_dump(), search_name=search.record.name,
         objective_names=search.objectives.names, maximise=search.objectives.maximise,
         graph=graph.to_json(), batch_dependent=graph.batch_dependent, fingerprint=c.fingerprint,
-        rejection_reason=c.rejection_reason, lineage=_lineage(state, c), evaluations=evaluations,
+        lineage=_lineage(state, c), evaluations=evaluations,
         evaluations_from=source if evaluations else None, baselines=baselines(state, search),
         eps=search.eps, class_name=view.class_name)
 

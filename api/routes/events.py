@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from api.deps import AppState, State
-from api.schemas import MAX_ID, EventPublic
+from api.schemas import MAX_ID, ErrorBody, EventPublic
 from db import EventRecord
 
 router = APIRouter(tags=["events"])
@@ -24,7 +24,18 @@ POLL_S = 0.5
 BATCH = 500
 
 
-@router.get("/api/events", response_class=EventSourceResponse, responses={
+def _search_exists(state: State, request: Request) -> None:
+    """404 before the stream opens: a stream for a search that does not exist would stay empty for ever.
+    (An invalid `search_id` is the endpoint's 422.)"""
+    given = request.query_params.get("search_id", "")
+    if given.isdigit() and 1 <= int(given) <= MAX_ID:
+        state.store.get_search(int(given))
+
+
+@router.get("/api/events", response_class=EventSourceResponse, dependencies=[Depends(_search_exists)],
+            responses={
+    404: {"description": "No such search (JSON, before any stream opens)",
+          "content": {"application/json": {"schema": ErrorBody.model_json_schema()}}},
     200: {"description": "`text/event-stream`: one event per log entry; `id` is the event id, `event` its "
                          "kind, `data` an EventPublic as JSON"},
     422: {"description": "Invalid parameters"}}, summary="Follow the event log (SSE)")

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from api.deps import Authorized, State
 from api.schemas import (
@@ -68,10 +68,26 @@ def _storable(config: SearchConfig) -> None:
     walk(config.model_dump(), [])
 
 
+class LaunchRequest(SearchConfig):
+    """A search config; with `preset`, the preset's config with the fields given here on top."""
+
+    preset: Literal["quick", "cluster"] | None = Field(
+        None, description="Start from this preset (`GET /api/presets`); the other fields given override it")
+
+
 def _strict(body: bytes) -> None:
     """No silent coercion: `"budget": "5"` or `"cost_objective": 0` is a 422, not a guess."""
     try:
-        SearchConfig.model_validate_json(body, strict=True)
+        LaunchRequest.model_validate_json(body, strict=True)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
+
+
+def _with_preset(request: LaunchRequest) -> SearchConfig:
+    """The config a launch asks for: its preset (if any) with the fields it gave on top, validated whole."""
+    given = request.model_dump(mode="json", exclude_unset=True, exclude={"preset"})
+    try:
+        return load_config(request.preset, given)
     except ValidationError as e:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
@@ -81,16 +97,20 @@ def _strict(body: bytes) -> None:
 async def launch_search(
     state: State,
     request: Request,
-    config: Annotated[SearchConfig, Body(openapi_examples={
-        "quick": {"summary": "The quick preset (two tasks, 48 candidates)", "value": _QUICK_EXAMPLE},
+    launch: Annotated[LaunchRequest, Body(openapi_examples={
+        "preset": {"summary": "The quick preset, smaller", "value": {"preset": "quick", "budget": 24}},
+        "quick": {"summary": "The quick preset spelled out (two tasks, 40 candidates)",
+                  "value": _QUICK_EXAMPLE},
         "tiny": {"summary": "A tiny one-task search", "value": _SMALL_EXAMPLE}})],
 ) -> SearchPublic:
     """Create a search from a `SearchConfig` (every field optional; see `GET /api/presets`) and start it.
+    With `preset`, the fields given override that preset's.
 
     It starts `queued` and moves to `running` as soon as the coordinator has a free slot.
     """
-    _storable(config)
     _strict(await request.body())
+    config = _with_preset(launch)
+    _storable(config)
     if config.data_root is None and state.settings.data_dir:
         config = config.model_copy(update={"data_root": state.settings.data_dir})
     record = await run_in_threadpool(state.coordinator.launch, config)

@@ -148,6 +148,7 @@ const routes = [
 
 async function route() {
   state.cleanup.splice(0).forEach((fn) => { try { fn(); } catch (e) { /* ignore */ } });
+  document.querySelector("details.token").open = false;
   const hash = location.hash || "#/";
   for (const [pattern, render] of routes) {
     const m = hash.match(pattern);
@@ -419,7 +420,7 @@ async function renderSearch(id) {
         name: "zoo baselines", customdata: base.map((b) => b.candidate_id), text: base.map((b) => b.name),
         textposition: "top center", textfont: { size: 11, color: "#b45309" },
         hovertemplate: "zoo %{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
-        marker: { symbol: "star", size: 15, color: "#f59e0b", line: { color: "#92400e", width: 1 } } });
+        marker: { symbol: "star-open", size: 17, color: "#d97706", line: { color: "#b45309", width: 2 } } });
     }
     const layout = {
       margin: { l: 56, r: 12, t: 10, b: 46 }, hovermode: "closest", legend: { orientation: "h", y: -0.18 },
@@ -427,6 +428,15 @@ async function renderSearch(id) {
       plot_bgcolor: "#fbfcfe",
     };
     const el = $("#front-plot");
+    const empty = !pts.length && !base.length;
+    if (empty) {
+      // nothing evaluated yet: say so instead of drawing default axes from -1 to 6
+      layout.xaxis = { visible: false };
+      layout.yaxis = { visible: false };
+      layout.annotations = [{ text: "No evaluated candidates yet: the front appears as they finish.",
+        showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#64748b" } }];
+    }
+    el.dataset.empty = empty ? "1" : "";
     Plotly.react(el, traces, layout, { displaylogo: false, responsive: true });
     el.dataset.points = String(pts.length);
     if (!el.dataset.bound) {
@@ -436,11 +446,19 @@ async function renderSearch(id) {
         if (p && p.customdata) location.hash = `#/candidate/${p.customdata}`;
       });
     }
-    const hv = front.hypervolume_history;
-    Plotly.react($("#hv-plot"), [{ x: hv.map((h) => h.finished), y: hv.map((h) => h.hypervolume), mode: "lines+markers",
-      line: { shape: "hv", color: "#16a34a" }, marker: { size: 4 }, hovertemplate: "%{y:.4f} after %{x} candidates<extra></extra>" }],
-      { margin: { l: 50, r: 10, t: 6, b: 40 }, xaxis: { title: { text: "candidates finished" } }, yaxis: { title: { text: "hypervolume" }, rangemode: "tozero" } },
-      { displaylogo: false, responsive: true, displayModeBar: false });
+    // the history's (0, 0) start is no measurement: drawn, it is a stray line at x = 0
+    const hv = front.hypervolume_history.filter((h) => h.finished > 0);
+    const hvLayout = { margin: { l: 50, r: 10, t: 6, b: 40 }, xaxis: { title: { text: "candidates finished" }, rangemode: "tozero" },
+      yaxis: { title: { text: "hypervolume" }, rangemode: "tozero" } };
+    if (!hv.length) {
+      hvLayout.xaxis = { visible: false };
+      hvLayout.yaxis = { visible: false };
+      hvLayout.annotations = [{ text: "No hypervolume yet.", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
+        font: { color: "#64748b" } }];
+    }
+    Plotly.react($("#hv-plot"), hv.length ? [{ x: hv.map((h) => h.finished), y: hv.map((h) => h.hypervolume), mode: "lines+markers",
+      line: { shape: "hv", color: "#16a34a" }, marker: { size: 4 }, hovertemplate: "%{y:.4f} after %{x} candidates<extra></extra>" }] : [],
+      hvLayout, { displaylogo: false, responsive: true, displayModeBar: false });
     markRendered("front");
   };
 
@@ -451,7 +469,7 @@ async function renderSearch(id) {
     if (table.stage) params.set("rejection_stage", table.stage);
     const page = await api(`/api/searches/${id}/candidates?${params}`);
     const head = [["id", "id"], ["status", null], ["formula", null], ...names.map((n) => [n, null]),
-      ["stage", null], ["generation", "generation"], ["origin", null], ["updated", "updated_at"]];
+      ["rejected at", null], ["generation", "generation"], ["origin", null], ["updated", "updated_at"]];
     $("#candidates thead").innerHTML = "<tr>" + head.map(([label, key]) => {
       const cls = key ? `sortable ${table.sort === key ? "sorted" : ""}` : "";
       const arrow = key && table.sort === key ? (table.order === "asc" ? " ▲" : " ▼") : "";
@@ -460,7 +478,7 @@ async function renderSearch(id) {
     $("#candidates tbody").innerHTML = page.items.map((c) => `<tr class="clickable" data-id="${c.id}">
       <td>${c.id}</td><td>${badge(c.status)}</td><td class="formula" title="${esc(c.formula)}">${esc(c.formula)}</td>
       ${names.map((_, i) => `<td class="num">${c.objectives ? fmt(c.objectives[i]) : ""}</td>`).join("")}
-      <td>${esc(c.rejection_stage || "")}</td><td class="num">${c.generation}</td>
+      <td class="clip reason" title="${esc(c.rejection_reason || "")}">${c.rejection_stage ? `<b>${esc(c.rejection_stage)}</b> ${esc(c.rejection_reason || "")}` : ""}</td><td class="num">${c.generation}</td>
       <td class="muted clip" title="${esc(c.mutation || "")}">${esc(c.reused_from ? `dup of #${c.reused_from}` : c.mutation || "")}</td>
       <td class="muted nowrap" title="${esc(when(c.updated_at))}">${short(c.updated_at)}</td></tr>`).join("") ||
       `<tr><td colspan="${head.length}" class="muted">No candidates match.</td></tr>`;
@@ -532,7 +550,7 @@ async function renderCandidate(id) {
     <td class="num">${fmt(e.metrics.loss, 4)}</td><td class="num">${esc(e.metrics.steps ?? "")}</td>
     <td class="num">${fmt(e.wall_s, 1)}</td><td class="muted">${esc(e.worker || "")}</td></tr>`).join("");
   const lineage = c.lineage.map((p) => `<tr class="clickable" data-id="${p.id}"><td>#${p.id}</td><td>${badge(p.status)}</td>
-    <td class="formula">${esc(p.formula)}</td><td class="muted">${esc(p.mutation || "")}</td>
+    <td class="formula" title="${esc(p.formula)}">${esc(p.formula)}</td><td class="muted clip" title="${esc(p.mutation || "")}">${esc(p.mutation || "")}</td>
     <td class="num">${p.objectives ? p.objectives.map((v) => fmt(v)).join(" / ") : ""}</td></tr>`).join("");
   const dl = (fmtName, label) => `<a class="button ${fmtName === "py" ? "primary" : ""}" data-format="${fmtName}"
     href="/api/candidates/${c.id}/module?format=${fmtName}" download>${label}</a>`;
@@ -544,8 +562,10 @@ async function renderCandidate(id) {
     </div><span class="spacer"></span>
     <div class="actions" id="downloads">
       <label>layout<select id="dl-layout"><option value="nchw">nchw (images)</option><option value="tokens">tokens (B, T, C)</option></select></label>
+      <label title="num_features of the TorchScript and torch.export files (a .py takes it as its argument)">channels<input id="dl-channels" type="number" min="1" max="4096" value="64" style="width:90px"></label>
       ${dl("py", "⬇ .py module")} ${dl("torchscript", "⬇ TorchScript .pt")} ${dl("export", "⬇ torch.export .pt2")}
     </div></div>
+    <p class="muted small" id="dl-note">The <code>.py</code> and TorchScript files train and evaluate (<code>.train()</code> / <code>.eval()</code>). The <code>.pt2</code> is an inference program traced in eval mode for the chosen channels and layout: <code>.train()</code> on it raises; train with the <code>.py</code>.</p>
     <div class="formula-big" id="formula">y = ${esc(c.formula)}</div>
     <p class="muted">then a per-channel affine: out = y · weight + bias. Class <code id="class-name">${esc(c.class_name)}</code><code>(num_features)</code>, eps ${c.eps}${c.batch_dependent ? ", uses batch statistics" : ", batch-independent"}.</p>
     ${c.rejection_stage ? `<div class="panel" style="margin-bottom:16px"><b>Rejected at ${esc(c.rejection_stage)}</b><p class="errors">${esc(c.rejection_reason || "")}</p></div>` : ""}
@@ -559,17 +579,21 @@ async function renderCandidate(id) {
       </section>
     </div>
     <div class="grid halves" style="margin-top:16px">
-      <section class="panel"><h2>Lineage</h2>${lineage ? `<table><thead><tr><th>id</th><th>status</th><th>formula</th><th>mutation</th><th>scores</th></tr></thead><tbody>${lineage}</tbody></table>` : `<p class="muted">No ancestors: ${esc(c.mutation || "a random graph")}.</p>`}</section>
+      <section class="panel"><h2>Lineage</h2>${lineage ? `<div class="table-wrap" id="lineage"><table><thead><tr><th>id</th><th>status</th><th>formula</th><th>mutation</th><th>scores</th></tr></thead><tbody>${lineage}</tbody></table></div>` : `<p class="muted">No ancestors: ${esc(c.mutation || "a random graph")}.</p>`}</section>
       <section class="panel"><h2>Graph JSON</h2><pre class="json" id="graph-json">${esc(graphJson(c.graph))}</pre></section>
     </div>`;
   $("#graph").appendChild(drawGraph(c.graph));
   view().querySelectorAll("tr.clickable").forEach((tr) =>
     tr.addEventListener("click", () => { location.hash = `#/candidate/${tr.dataset.id}`; }));
-  $("#dl-layout").addEventListener("change", (e) => {
+  const relink = () => {
+    const layout = $("#dl-layout").value;
+    const channels = Math.max(1, Math.min(4096, Math.round(Number($("#dl-channels").value) || 64)));
     view().querySelectorAll("#downloads a[data-format]").forEach((a) => {
-      a.href = `/api/candidates/${c.id}/module?format=${a.dataset.format}&layout=${e.target.value}`;
+      a.href = `/api/candidates/${c.id}/module?format=${a.dataset.format}&layout=${layout}&num_features=${channels}`;
     });
-  });
+  };
+  $("#dl-layout").addEventListener("change", relink);
+  $("#dl-channels").addEventListener("input", relink);
   document.body.dataset.view = "candidate";
 }
 
@@ -678,5 +702,9 @@ document.addEventListener("DOMContentLoaded", () => {
     toast(token.value ? "token saved in this browser" : "token cleared");
   });
   window.addEventListener("hashchange", route);
+  document.addEventListener("click", (e) => {
+    const popover = document.querySelector("details.token");
+    if (popover.open && !popover.contains(e.target)) popover.open = false;
+  });
   route();
 });

@@ -144,3 +144,77 @@ def test_faults_are_listed_and_arrive_live_and_a_failed_search_offers_resume(pag
         assert "(10.0.0.7) lost (candidates #2)" in page.inner_text("#faults")
         store.close()
     assert page.errors == [], page.errors
+
+
+def test_what_users_hit(page: Any, tmp_path: Path) -> None:
+    """Issue 15's dashboard items: the token popover closes on navigation, an empty front says so,
+    baseline stars let the front point under them show, the candidates table gives the rejection
+    reason, the searches table keeps its controls in view, the lineage stays in its panel, and
+    downloads take a channel count and say what a .pt2 cannot do."""
+    import httpx
+
+    from db import SearchStatus, Store
+
+    db = tmp_path / "usability.db"
+    app = create_app(Settings(db_url=str(db), executor="inprocess"), runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        sid = client.post("/api/searches", json=api_fakes.TINY_SEARCH).json()["id"]
+        api_fakes.wait_for(lambda: client.get(f"/api/searches/{sid}").json()["status"] == "finished", 120,
+                           what="the search to finish")
+        with Store(str(db)) as store:   # a search with nothing evaluated yet, held paused
+            empty = store.create_search("empty", dict(api_fakes.TINY_SEARCH), seed=0).id
+            store.set_search_status(empty, SearchStatus.PAUSED, expected=[SearchStatus.QUEUED])
+        listed = f"/api/searches/{sid}/candidates"
+        rejected = client.get(listed, params={"status": "rejected"}).json()["items"]
+        evaluated = client.get(listed, params={"status": "evaluated"}).json()["items"]
+        assert rejected and evaluated
+
+        page.set_viewport_size({"width": 1100, "height": 900})   # a laptop's window
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-view=searches]")
+        # the paused search's cancel button is inside the table's visible box
+        wrap = page.locator("#searches").locator("xpath=..").bounding_box()
+        cancel = page.locator(f"#searches button[data-action=cancel][data-search='{empty}']").bounding_box()
+        assert wrap and cancel
+        assert cancel["x"] + cancel["width"] <= wrap["x"] + wrap["width"] + 0.5, (wrap, cancel)
+
+        page.set_viewport_size({"width": 1400, "height": 950})
+        page.click("details.token summary")
+        assert page.evaluate("document.querySelector('details.token').open")
+        page.goto(f"{server.url}/#/search/{empty}")
+        page.wait_for_selector("body[data-view=search]")
+        popover_open = page.evaluate("document.querySelector('details.token').open")
+        assert not popover_open, "the popover covers pause / resume / cancel"
+        # an empty front: a message, no default axes
+        assert page.get_attribute("#front-plot", "data-empty") == "1"
+        assert page.locator("#front-plot .xtick").count() == 0
+        assert "No evaluated candidates yet" in page.inner_text("#front-plot")
+        assert page.locator("#hv-plot .xtick").count() == 0
+
+        page.goto(f"{server.url}/#/search/{sid}")
+        page.wait_for_function("document.querySelector('#search-title').textContent.includes('finished')")
+        page.wait_for_function("Number(document.querySelector('#front-plot').dataset.points) >= 1")
+        # zoo stars are hollow: a front member at a baseline's point (BN-ReLU, seed and member) shows through
+        symbols = page.evaluate("[...document.querySelector('#front-plot').data].map((t) => t.marker?.symbol)")
+        assert "star-open" in symbols and "star" not in symbols
+        page.wait_for_function("document.querySelectorAll('#candidates tbody tr.clickable').length >= 30")
+        table = page.inner_text("#candidates tbody")
+        for c in rejected[:5]:
+            assert c["rejection_reason"] and c["rejection_reason"][:20] in table, c
+        page.screenshot(path=str(ARTIFACTS / "dashboard-usability-search.png"), full_page=True)
+
+        child = next(c for c in evaluated if c["parent_ids"])
+        page.goto(f"{server.url}/#/candidate/{child['id']}")
+        page.wait_for_selector("body[data-view=candidate]")
+        panel = page.locator("#lineage").locator("xpath=..").bounding_box()
+        lineage = page.locator("#lineage").bounding_box()
+        assert panel and lineage and lineage["x"] + lineage["width"] <= panel["x"] + panel["width"] + 0.5
+        assert ".train()" in page.inner_text("#dl-note")
+        page.fill("#dl-channels", "16")
+        with page.expect_download() as info:
+            page.click("#downloads a[data-format=torchscript]")
+        path = tmp_path / "layer.pt"
+        info.value.save_as(path)
+    layer = torch.jit.load(str(path))
+    assert layer(torch.randn(2, 16, 4, 4)).shape == (2, 16, 4, 4)
+    assert page.errors == [], page.errors

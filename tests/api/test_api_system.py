@@ -40,8 +40,8 @@ def test_openapi_is_complete(finished: tuple[TestClient, int]) -> None:
     for path, ops in spec["paths"].items():
         for method, op in ops.items():
             assert op.get("summary"), f"{method} {path} has no summary"
-            if method == "post":
-                assert "401" in op["responses"] and "422" in op["responses"], f"{method} {path}"
+            if method == "post":   # 401 and bearer auth only on a server with a token (test_api_usability)
+                assert "422" in op["responses"], f"{method} {path}"
             if "{search_id}" in path or "{candidate_id}" in path:
                 assert "404" in op["responses"], f"{method} {path}"
     assert "409" in spec["paths"]["/api/searches/{search_id}/pause"]["post"]["responses"]
@@ -49,16 +49,18 @@ def test_openapi_is_complete(finished: tuple[TestClient, int]) -> None:
     assert {"quick", "tiny"} <= set(launch["examples"])
     schemas = spec["components"]["schemas"]
     assert schemas["FrontPublic"].get("examples") and schemas["GraphIn"].get("examples")
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
 
 
 def test_dashboard_is_served_offline(finished: tuple[TestClient, int]) -> None:
     client, _ = finished
     index = client.get("/")
     assert index.status_code == 200 and "text/html" in index.headers["content-type"]
-    assert 'src="/static/vendor/plotly.min.js"' in index.text and "http" not in index.text.split("<body>")[1]
-    js = client.get("/static/vendor/plotly.min.js")
+    assert 'src="/static/vendor/plotly-basic-4.1.1.min.js"' in index.text
+    assert "http" not in index.text.split("<body>")[1]
+    js = client.get("/static/vendor/plotly-basic-4.1.1.min.js")
     assert js.status_code == 200 and len(js.content) > 1_000_000 and "javascript" in js.headers["content-type"]
+    full = client.get("/static/vendor/plotly.min.js")   # the plotly package's full bundle, still served
+    assert full.status_code == 200 and len(full.content) > 4_000_000
     assert client.get("/static/app.js").status_code == 200
     assert client.get("/static/style.css").status_code == 200
     assert client.get("/static/nope.js").status_code == 404
@@ -77,3 +79,20 @@ def test_api_docs_pages_are_served_offline(finished: tuple[TestClient, int], pag
         if url.endswith((".js", ".css")):
             asset = client.get(url)
             assert asset.status_code == 200 and len(asset.content) > 10_000, url
+
+
+def test_dashboard_assets_are_compressed_and_cacheable(finished: tuple[TestClient, int]) -> None:
+    """The page's time to usable was mostly an uncompressed 4.8 MB plotly bundle: now plotly's basic
+    bundle (the plots are scatters), gzip-compressed, kept by the browser for a year (its name has the
+    version); the page's own script and style are revalidated (ETag) so a new release shows at once."""
+    client, _ = finished
+    js = client.get("/static/vendor/plotly-basic-4.1.1.min.js", headers={"Accept-Encoding": "gzip"})
+    assert js.headers["content-encoding"] == "gzip"
+    assert js.num_bytes_downloaded < 500_000 < len(js.content)
+    assert js.headers["cache-control"] == "public, max-age=31536000, immutable"
+    app = client.get("/static/app.js", headers={"Accept-Encoding": "gzip"})
+    assert app.headers["content-encoding"] == "gzip" and app.headers["cache-control"] == "no-cache"
+    again = client.get("/static/app.js", headers={"If-None-Match": app.headers["etag"]})
+    assert again.status_code == 304
+    events = client.get("/api/events", params={"follow": "false"}, headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in events.headers, "event streams are not buffered for compression"
