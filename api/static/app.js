@@ -395,6 +395,13 @@ async function renderSearch(id) {
     stageSel.innerHTML = `<option value="">any</option>` + stages.map(([k]) => `<option ${k === current ? "selected" : ""}>${esc(k)}</option>`).join("");
   };
 
+  // a member's (or baseline's) estimate of objective i: its standard error (0 when n < 2) and a text
+  const stderr = (m, i) => (m.estimates && m.estimates[i] && m.estimates[i].stderr) || 0;
+  const estText = (m, i) => {
+    const e = m.estimates && m.estimates[i];
+    if (!e) return fmt(m.objectives[i], 4);
+    return `${fmt(e.mean, 4)}${e.stderr != null ? ` ± ${fmt(e.stderr, 4)}` : ""} (n ${e.n})`;
+  };
   const axisTitle = (i) => `${names[i]} ${front.maximise[i] ? "↑" : "↓ (lower is better)"}`;
   const renderFront = () => {
     const xi = axes.x, yi = axes.y;
@@ -409,17 +416,25 @@ async function renderSearch(id) {
     const traces = [
       { x: stairs.map((p) => p.x), y: stairs.map((p) => p.y), mode: "lines", line: { shape: "hv", color: "#93c5fd", width: 1.5 },
         hoverinfo: "skip", showlegend: false, name: "2-D front" },
-      { x: pts.map((p) => p.x), y: pts.map((p) => p.y), mode: "markers", type: "scatter", name: "front",
-        customdata: pts.map((p) => p.m.id), text: pts.map((p) => `#${p.m.id} ${p.m.formula}`),
-        hovertemplate: "%{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
-        marker: { size: 11, color: "#2563eb", line: { color: "#fff", width: 1 } } },
+      { x: pts.map((p) => p.x), y: pts.map((p) => p.y), mode: "markers", type: "scatter", name: "front (◆ verified)",
+        customdata: pts.map((p) => p.m.id),
+        text: pts.map((p) => `#${p.m.id} ${p.m.formula}<br>${p.m.verified ? "verified" : `provisional (rung ${p.m.rung})`}` +
+          `<br>${names[xi]} ${estText(p.m, xi)}<br>${names[yi]} ${estText(p.m, yi)}`),
+        hovertemplate: "%{text}<extra></extra>",
+        // error bars: the standard error of each mean over the seeds of the member's highest rung
+        error_x: { type: "data", array: pts.map((p) => stderr(p.m, xi)), visible: true, color: "#93c5fd", thickness: 1.2 },
+        error_y: { type: "data", array: pts.map((p) => stderr(p.m, yi)), visible: true, color: "#93c5fd", thickness: 1.2 },
+        marker: { size: 11, color: pts.map((p) => (p.m.verified ? "#1d4ed8" : "#93c5fd")),
+          symbol: pts.map((p) => (p.m.verified ? "diamond" : "circle")), line: { color: "#fff", width: 1 } } },
     ];
     const base = front.baselines.filter((b) => b.objectives);
     if (base.length) {
       traces.push({ x: base.map((b) => b.objectives[xi]), y: base.map((b) => b.objectives[yi]), mode: "markers+text",
         name: "zoo baselines", customdata: base.map((b) => b.candidate_id), text: base.map((b) => b.name),
         textposition: "top center", textfont: { size: 11, color: "#b45309" },
-        hovertemplate: "zoo %{text}<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
+        hovertemplate: "zoo %{text} (baseline, same seeds)<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
+        error_x: { type: "data", array: base.map((b) => stderr(b, xi)), visible: true, color: "#f59e0b", thickness: 1.2 },
+        error_y: { type: "data", array: base.map((b) => stderr(b, yi)), visible: true, color: "#f59e0b", thickness: 1.2 },
         marker: { symbol: "star-open", size: 17, color: "#d97706", line: { color: "#b45309", width: 2 } } });
     }
     const layout = {
@@ -439,6 +454,8 @@ async function renderSearch(id) {
     el.dataset.empty = empty ? "1" : "";
     Plotly.react(el, traces, layout, { displaylogo: false, responsive: true });
     el.dataset.points = String(pts.length);
+    el.dataset.verified = String(pts.filter((p) => p.m.verified).length);
+    el.dataset.errorbars = String(pts.filter((p) => stderr(p.m, xi) > 0 || stderr(p.m, yi) > 0).length);
     if (!el.dataset.bound) {
       el.dataset.bound = "1";
       el.on("plotly_click", (ev) => {
@@ -542,11 +559,14 @@ async function renderCandidate(id) {
     const mine = c.objectives ? c.objectives[i] : null;
     const cells = [mine, ...base.map((b) => (b.objectives ? b.objectives[i] : null))];
     const max = Math.max(1e-9, ...cells.filter((v) => v !== null));
-    const cell = (v, cls) => v === null ? `<td class="muted">–</td>` :
-      `<td><div class="score-cell"><div class="score-bar ${cls}" style="width:${Math.round((70 * v) / max)}px"></div>${fmt(v, 4)}</div></td>`;
-    return `<tr><td>${esc(n)}</td>${cell(mine, "")}${base.map((b) => cell(b.objectives ? b.objectives[i] : null, "base")).join("")}</tr>`;
+    // the mean, then ± its standard error and the seeds it is over (docs/funnel.md)
+    const spread = (est) => (est && est[i] ? `<span class="muted small">${est[i].stderr != null ? ` ± ${fmt(est[i].stderr, 4)}` : ""} (n ${est[i].n})</span>` : "");
+    const cell = (v, cls, est) => v === null ? `<td class="muted">–</td>` :
+      `<td><div class="score-cell"><div class="score-bar ${cls}" style="width:${Math.round((70 * v) / max)}px"></div>${fmt(v, 4)}${spread(est)}</div></td>`;
+    return `<tr><td>${esc(n)}</td>${cell(mine, "", c.estimates)}${base.map((b) => cell(b.objectives ? b.objectives[i] : null, "base", b.estimates)).join("")}</tr>`;
   }).join("");
-  const evals = c.evaluations.map((e) => `<tr><td>${esc(e.objective)}</td><td class="num">${fmt(e.metrics.accuracy, 4)}</td>
+  const evals = c.evaluations.map((e) => `<tr><td>${esc(e.objective)}</td><td class="num">${esc(e.rung ?? "")}</td>
+    <td class="num">${esc(e.seed ?? "")}</td><td class="num">${fmt(e.metrics.accuracy, 4)}</td>
     <td class="num">${fmt(e.metrics.loss, 4)}</td><td class="num">${esc(e.metrics.steps ?? "")}</td>
     <td class="num">${fmt(e.wall_s, 1)}</td><td class="muted">${esc(e.worker || "")}</td></tr>`).join("");
   const lineage = c.lineage.map((p) => `<tr class="clickable" data-id="${p.id}"><td>#${p.id}</td><td>${badge(p.status)}</td>
@@ -575,7 +595,8 @@ async function renderCandidate(id) {
         <div class="table-wrap"><table id="scores"><thead><tr><th>objective</th><th>#${c.id}</th>${base.map((b) => `<th><a href="#/candidate/${b.candidate_id}">${esc(b.name)}</a></th>`).join("")}</tr></thead>
         <tbody>${scoreRows}</tbody></table></div>
         ${c.evaluations.length ? `<h2 style="margin-top:14px">Training${c.evaluations_from !== c.id ? ` (of #${c.evaluations_from})` : ""}</h2>
-        <table><thead><tr><th>objective</th><th>accuracy</th><th>loss</th><th>steps</th><th>seconds</th><th>worker</th></tr></thead><tbody>${evals}</tbody></table>` : ""}
+        <p class="muted small">${c.verified ? "Verified: the top rung, held-out tasks included, is done." : c.rung != null ? `Provisional: rung ${c.rung} of the funnel.` : ""}</p>
+        <div class="table-wrap"><table><thead><tr><th>objective</th><th>rung</th><th>seed</th><th>accuracy</th><th>loss</th><th>steps</th><th>seconds</th><th>worker</th></tr></thead><tbody>${evals}</tbody></table></div>` : ""}
       </section>
     </div>
     <div class="grid halves" style="margin-top:16px">

@@ -60,7 +60,7 @@ def rung_fn(evaluate_like: Any, climb_delay_s: float = 0.0) -> Any:
             if (task.objective, steps, seed) in done:
                 continue
             i = next((k for k, t in enumerate(spec.tasks) if t.objective == task.objective), 50)
-            acc = base.get(task.objective, score(fp, i)) * (0.8 + 0.2 * rung.steps_frac) + _noise(fp, seed)
+            acc = base.get(task.objective, score(fp, i)) + _noise(fp, seed)
             runs.append(RunScore(task.objective, task.backbone, task.task, seed, steps, acc, 1.0, False, None,
                                  0.01, 100.0, 1000, heldout))
         return RungResult(rung.index, tuple(runs), cost=cost, worker=worker_name())

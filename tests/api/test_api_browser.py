@@ -84,6 +84,10 @@ def test_launch_watch_open_download(page: Any, tmp_path: Path) -> None:
         points = page.locator("#front-plot .scatterlayer .trace:nth-child(2) .points path")
         assert points.count() >= 3
         assert page.locator("#front-plot .scatterlayer .trace:nth-child(3) .points path").count() == 2  # zoo
+        # the funnel: verified members are marked, and estimates over several seeds have error bars
+        assert int(plot.get_attribute("data-verified") or 0) >= 1
+        assert int(plot.get_attribute("data-errorbars") or 0) >= 1
+        assert page.locator("#front-plot .errorbars path").count() >= 1
         assert page.locator("#candidates tbody tr").count() == 40
         assert "40 candidates" in page.inner_text("#page-info")
         page.screenshot(path=str(ARTIFACTS / "dashboard-search.png"), full_page=True)
