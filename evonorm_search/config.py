@@ -194,6 +194,10 @@ class SearchConfig(_Strict):
     seed_with_zoo: list[str] = Field(default_factory=list, max_length=64,
                                      description="Zoo layers evaluated first, as seeds of the population")
     rewire_prob: float = Field(0.3, ge=0, le=1)
+    normalize_prob: float = Field(
+        0.0, ge=0, le=1, description="Share of mutations that build a normalizer: divide a value by a "
+                                     "statistic of itself, standardize it, or move a statistic to other axes "
+                                     "(primitives.mutation); 0 is the paper's mutation alone")
     eps: float = Field(1e-5, gt=0, le=1)
     groups: int = Field(32, ge=1, le=4096, description="Groups of group statistics on images")
     token_groups: int = Field(4, ge=1, le=4096, description="Groups of group statistics on tokens")

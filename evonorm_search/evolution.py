@@ -88,6 +88,7 @@ class RandomSearch:
 class AgingEvolution(RandomSearch):
     def __init__(self, *, population_size: int, tournament_size: int, maximise: Sequence[bool],
                  seed: int = 0, batch_independent: bool = False, rewire_prob: float = 0.3,
+                 normalize_prob: float = 0.0,
                  seeds: Sequence[tuple[str, Graph]] = ()) -> None:
         super().__init__(seed=seed, batch_independent=batch_independent, seeds=seeds)
         if not 1 <= tournament_size <= population_size:
@@ -96,6 +97,7 @@ class AgingEvolution(RandomSearch):
         self.tournament_size = tournament_size
         self.maximise = list(maximise)
         self.rewire_prob = rewire_prob
+        self.normalize_prob = normalize_prob
 
     def tell(self, individual: Individual) -> None:
         """An evaluated candidate joins; the oldest leaves once the population is full."""
@@ -120,7 +122,7 @@ class AgingEvolution(RandomSearch):
         rng = proposal_rng(self.seed, k)
         parent = self.select(rng)
         child, mutation = mutate(parent.graph, rng, batch_independent=self.batch_independent,
-                                 rewire_prob=self.rewire_prob)
+                                 rewire_prob=self.rewire_prob, normalize_prob=self.normalize_prob)
         return Proposal(child, (parent.candidate_id,), mutation.description, "mutation")
 
 
@@ -145,7 +147,7 @@ def _evolution(config: SearchConfig, seeds: Seeds) -> Strategy:
     return AgingEvolution(
         population_size=config.population_size, tournament_size=config.tournament_size,
         maximise=config.maximise, seed=config.seed, batch_independent=config.batch_independent,
-        rewire_prob=config.rewire_prob, seeds=seeds)
+        rewire_prob=config.rewire_prob, normalize_prob=config.normalize_prob, seeds=seeds)
 
 
 @register("random")

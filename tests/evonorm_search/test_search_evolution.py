@@ -7,7 +7,7 @@ import random
 import pytest
 
 from evonorm_search.evolution import AgingEvolution, Individual, RandomSearch, proposal_rng
-from primitives import structural_hash
+from primitives import Graph, structural_hash
 from primitives.mutation import random_graph
 from primitives.zoo import ZOO
 
@@ -120,3 +120,17 @@ def test_the_config_offers_the_registered_strategies_and_the_runner_builds_them(
     assert first.origin == "seed:bn_relu" and built["random"].propose(1).origin == "seed:layernorm"
     with pytest.raises(ValueError, match="strategy"):
         SearchConfig.model_validate({"strategy": "annealing"})
+
+
+def test_normalize_prob_makes_evolution_propose_normalizer_moves() -> None:
+    from evonorm_search.config import load_config
+    from evonorm_search.evolution import make_strategy
+
+    identity = Graph.build(("add", ["x", "zero"]))
+    for prob, expect in ((1.0, True), (0.0, False)):
+        strategy = make_strategy(load_config(None, {"population_size": 2, "tournament_size": 1,
+                                                    "normalize_prob": prob}))
+        strategy.tell(Individual(1, identity, (0.5, 0.5, 0.5)))
+        strategy.tell(Individual(2, ZOO["gn_relu"].graph, (0.6, 0.6, 0.6)))   # type: ignore[arg-type]
+        kinds = {strategy.propose(k).mutation.split(" ")[0] for k in range(40)}   # type: ignore[union-attr]
+        assert bool(kinds & {"normalize", "standardize", "axes"}) is expect, kinds
