@@ -20,13 +20,15 @@ verdict). Target: no known-good layer rejected; the planted ones (and
 identity on the deep ResNet) caught.
 
 tau: the quick preset. The zoo's graph layers and a seeded stream of random
-graphs run the zero-training stages and rung 0; the first `--survivors`
-random survivors (distinct fingerprints) and the zoo layers then run the top
-rung (3 seeds, full steps). Kendall's tau between each layer's rung-0 score
-and its top-rung estimate, per objective. Economics on the same stream: the
-core-seconds the funnel spends per candidate judged (every stage it reached,
-ASHA's promotions simulated with the measured runs) against training every
-candidate at the top rung.
+graphs (what a search's initializer draws: the paper's uniform graph, half of
+them given one normalizer move, `init_normalize_prob` 0.5) run the
+zero-training stages and rung 0; the first `--survivors` stream survivors
+(distinct fingerprints, none a zoo layer's) and the zoo layers then run the
+top rung (3 seeds, full steps, the held-out task). Kendall's tau between
+each layer's rung-0 score and its top-rung estimate, per objective.
+Economics on the same stream: the core-seconds the funnel spends per
+candidate judged (every stage it reached, ASHA's promotions simulated with
+the measured runs) against training every candidate at the top rung.
 """
 
 from __future__ import annotations
@@ -170,39 +172,51 @@ def calibrate(workers: int) -> None:
         pass
 
 
+STREAM_NORMALIZE_PROB = 0.5   # the random draws of a discovery search (SearchConfig.init_normalize_prob)
+
+
+def _stream(stream_seed: int) -> Iterator[tuple[str, Graph]]:
+    """The random stream: what a search's initializer draws (the paper's uniform graph; half of the
+    draws given one normalizer move), seeded, named `draw:<seed>:<k>`."""
+    rng = random.Random(stream_seed)
+    k = 0
+    while True:
+        yield f"draw:{stream_seed}:{k}", random_graph(rng, normalize_prob=STREAM_NORMALIZE_PROB)
+        k += 1
+
+
 def tau(survivors: int, workers: int, stream_seed: int = 0) -> None:
     zoo = {n: z.graph for n, z in ZOO.items() if z.graph is not None}
     jobs: list[tuple[Any, tuple[Any, ...]]] = [(rung0, ("quick", 0, f"zoo:{n}", g.dumps()))
                                                for n, g in zoo.items()]
     list(_run_all(jobs, workers))
     # the random stream, in chunks, until enough distinct survivors
-    rng = random.Random(stream_seed)
-    k = 0
-    while True:
-        rows = [r for r in load() if r["kind"] == "rung0" and r["preset"] == "quick"
-                and r["layer"].startswith("random:")]
-        if len(_survivors(rows)) >= survivors:
-            break
+    stream = _stream(stream_seed)
+    graphs = {f"zoo:{n}": g for n, g in zoo.items()}
+    while len(_survivors(_stream_rows(load()))) < survivors:
         chunk = []
         for _ in range(4 * workers):
-            g = random_graph(rng)
-            chunk.append((rung0, ("quick", 0, f"random:{stream_seed}:{k}", g.dumps())))
-            k += 1
+            name, g = next(stream)
+            graphs[name] = g
+            chunk.append((rung0, ("quick", 0, name, g.dumps())))
         list(_run_all(chunk, workers))
     rows = [r for r in load() if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0]
     chosen = [r for r in rows if r["layer"].startswith("zoo:") and r["stage"] is None]
-    chosen += _survivors([r for r in rows if r["layer"].startswith("random:")])[:survivors]
-    graphs = {**{f"zoo:{n}": g for n, g in zoo.items()}}
-    rng = random.Random(stream_seed)
-    for i in range(k + 10_000):
-        graphs[f"random:{stream_seed}:{i}"] = random_graph(rng)
-        if all(r["layer"] in graphs for r in chosen):
-            break
+    chosen += _survivors(_stream_rows(rows))[:survivors]
+    while not all(r["layer"] in graphs for r in chosen):   # a resumed run: draw the stream up to them
+        name, g = next(stream)
+        graphs[name] = g
     list(_run_all([(top, ("quick", r["layer"], graphs[r["layer"]].dumps())) for r in chosen], workers))
 
 
+def _stream_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0
+            and r["layer"].startswith("draw:")]
+
+
 def _survivors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
+    """Stream layers that passed rung 0, first of each fingerprint, none a zoo layer's duplicate."""
+    seen = {r["fingerprint"] for r in load() if r["kind"] == "rung0" and r["layer"].startswith("zoo:")}
     out = []
     for r in sorted(rows, key=lambda r: int(r["layer"].rsplit(":", 1)[1])):
         if r["stage"] is None and r["fingerprint"] not in seen:
@@ -218,7 +232,7 @@ def summarise() -> dict[str, Any]:
     from scipy.stats import kendalltau
 
     rows = load()
-    cal = [r for r in rows if r["kind"] == "rung0" and not r["layer"].startswith(("zoo:", "random:"))]
+    cal = [r for r in rows if r["kind"] == "rung0" and not r["layer"].startswith(("zoo:", "random:", "draw:"))]
     calibration = []
     for p in PRESETS:
         for name in _layers():
@@ -240,7 +254,7 @@ def summarise() -> dict[str, Any]:
                                if c["preset"] == p and not c["known_good"]} for p in PRESETS},
     }
     r0 = {r["layer"]: r for r in rows if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0
-          and r["layer"].startswith(("zoo:", "random:"))}
+          and r["layer"].startswith(("zoo:", "draw:"))}
     tops = {r["layer"]: r for r in rows if r["kind"] == "top" and r["preset"] == "quick" and r["stage"] is None}
     cfg = _config("quick", 0)
     objectives = cfg.objectives
@@ -267,7 +281,7 @@ def summarise() -> dict[str, Any]:
 def economics(rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """Core-seconds per candidate judged: the funnel vs training everything at the top rung."""
     stream = [r for r in rows if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0
-              and r["layer"].startswith("random:")]
+              and r["layer"].startswith("draw:")]
     tops = {r["layer"]: r for r in rows if r["kind"] == "top" and r["preset"] == "quick"}
     if not stream or not tops:
         return {}

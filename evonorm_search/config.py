@@ -198,6 +198,10 @@ class SearchConfig(_Strict):
         0.0, ge=0, le=1, description="Share of mutations that build a normalizer: divide a value by a "
                                      "statistic of itself, standardize it, or move a statistic to other axes "
                                      "(primitives.mutation); 0 is the paper's mutation alone")
+    init_normalize_prob: float = Field(
+        0.0, ge=0, le=1, description="Share of random draws (the initial population; every proposal of the "
+                                     "random strategy) given one normalizer move, so they start with a "
+                                     "statistic of what they compute; 0 is the paper's uniform draw")
     eps: float = Field(1e-5, gt=0, le=1)
     groups: int = Field(32, ge=1, le=4096, description="Groups of group statistics on images")
     token_groups: int = Field(4, ge=1, le=4096, description="Groups of group statistics on tokens")

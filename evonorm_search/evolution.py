@@ -67,16 +67,18 @@ class RandomSearch:
     """Uniformly random graphs (the paper's generator): the baseline at equal budget."""
 
     def __init__(self, *, seed: int = 0, batch_independent: bool = False,
-                 seeds: Sequence[tuple[str, Graph]] = ()) -> None:
+                 seeds: Sequence[tuple[str, Graph]] = (), init_normalize_prob: float = 0.0) -> None:
         self.seed = seed
         self.batch_independent = batch_independent
         self.seeds = list(seeds)
+        self.init_normalize_prob = init_normalize_prob
 
     def propose(self, k: int) -> Proposal:
         if k < len(self.seeds):
             name, graph = self.seeds[k]
             return Proposal(graph, origin=f"seed:{name}")
-        return Proposal(random_graph(proposal_rng(self.seed, k), batch_independent=self.batch_independent))
+        return Proposal(random_graph(proposal_rng(self.seed, k), batch_independent=self.batch_independent,
+                                     normalize_prob=self.init_normalize_prob))
 
     def tell(self, individual: Individual) -> None:
         pass
@@ -88,9 +90,10 @@ class RandomSearch:
 class AgingEvolution(RandomSearch):
     def __init__(self, *, population_size: int, tournament_size: int, maximise: Sequence[bool],
                  seed: int = 0, batch_independent: bool = False, rewire_prob: float = 0.3,
-                 normalize_prob: float = 0.0,
+                 normalize_prob: float = 0.0, init_normalize_prob: float = 0.0,
                  seeds: Sequence[tuple[str, Graph]] = ()) -> None:
-        super().__init__(seed=seed, batch_independent=batch_independent, seeds=seeds)
+        super().__init__(seed=seed, batch_independent=batch_independent, seeds=seeds,
+                         init_normalize_prob=init_normalize_prob)
         if not 1 <= tournament_size <= population_size:
             raise ValueError("need 1 <= tournament_size <= population_size")
         self.population: deque[Individual] = deque(maxlen=population_size)
@@ -147,12 +150,14 @@ def _evolution(config: SearchConfig, seeds: Seeds) -> Strategy:
     return AgingEvolution(
         population_size=config.population_size, tournament_size=config.tournament_size,
         maximise=config.maximise, seed=config.seed, batch_independent=config.batch_independent,
-        rewire_prob=config.rewire_prob, normalize_prob=config.normalize_prob, seeds=seeds)
+        rewire_prob=config.rewire_prob, normalize_prob=config.normalize_prob,
+        init_normalize_prob=config.init_normalize_prob, seeds=seeds)
 
 
 @register("random")
 def _random(config: SearchConfig, seeds: Seeds) -> Strategy:
-    return RandomSearch(seed=config.seed, batch_independent=config.batch_independent, seeds=seeds)
+    return RandomSearch(seed=config.seed, batch_independent=config.batch_independent, seeds=seeds,
+                        init_normalize_prob=config.init_normalize_prob)
 
 
 def make_strategy(config: SearchConfig) -> Strategy:

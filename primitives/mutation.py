@@ -16,7 +16,10 @@ nodes; no hand-written layer enters): divide a node by a statistic of
 itself (`a / std_A(a)`, `a / rms_A(a)`), standardize it
 (`(a - mean_A(a)) / std_A(a)`), or move a statistic to another axis set.
 The new nodes go right after `a`, and every later use of `a` reads the
-normalized value instead.
+normalized value instead. The same knob lets `random_graph` draw graphs that
+already normalize something (one move applied to a uniformly random graph),
+for an initial population, or a random search, that starts with statistics
+of what it computes.
 """
 
 from __future__ import annotations
@@ -52,14 +55,26 @@ def _random_node(rng: random.Random, node_id: int, ops: list[str]) -> Node:
 
 
 def random_graph(rng: random.Random, *, num_nodes: int | None = None,
-                 batch_independent: bool = False) -> Graph:
-    """A uniformly random valid graph with `num_nodes` (default: 1..MAX_NODES at random)."""
+                 batch_independent: bool = False, normalize_prob: float = 0.0) -> Graph:
+    """A uniformly random valid graph with `num_nodes` (default: 1..MAX_NODES at random).
+
+    With probability `normalize_prob` the drawn graph then gets one normalizer
+    move (normalize or standardize a random live value or x; the module doc),
+    redrawing until the move fits in MAX_NODES: a random graph that already
+    uses a statistic of what it computes, built from the same ops.
+    """
     ops = op_names(batch_independent=batch_independent)
+    normalize = normalize_prob > 0 and rng.random() < normalize_prob   # 0: the paper's draw, unchanged
     for _ in range(MAX_TRIES):
         n = num_nodes if num_nodes is not None else rng.randint(1, MAX_NODES)
         nodes = tuple(_random_node(rng, NUM_INPUTS + k, ops) for k in range(n))
         try:
-            return Graph(nodes)
+            graph = Graph(nodes)
+            if not normalize:
+                return graph
+            step = _structural_once(graph, rng, batch_independent, axes_move=False)
+            if step is not None:
+                return Graph(step[0])
         except GraphError:
             continue
     raise RuntimeError("could not draw a valid random graph")  # pragma: no cover
@@ -104,14 +119,14 @@ def _insert_after(nodes: list[Node], a: int, new: list[Node]) -> tuple[Node, ...
     return (*nodes[:pos], *new, *later)
 
 
-def _structural_once(graph: Graph, rng: random.Random,
-                     batch_independent: bool) -> tuple[tuple[Node, ...], Mutation] | None:
+def _structural_once(graph: Graph, rng: random.Random, batch_independent: bool,
+                     axes_move: bool = True) -> tuple[tuple[Node, ...], Mutation] | None:
     """One of the normalizer moves (see the module doc), or None when none fits."""
     nodes = list(graph.nodes)
     stats = [k for k, n in enumerate(nodes) if get_op(n.op).kind is Kind.AGGREGATE]
     room = MAX_NODES - len(nodes)
     moves = [m for m, need in (("normalize", 2), ("standardize", 5)) if room >= need]
-    if stats:
+    if stats and axes_move:
         moves.append("axes")
     if not moves:
         return None

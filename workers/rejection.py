@@ -5,8 +5,10 @@ Cheapest first (reference section 4); each reports its stage and reason, and
 
 1. static     the graph does not parse or validate (unknown op, output
               independent of x, ...): microseconds.
-2. numeric    non-finite or constant output on random inputs, or non-finite
-              gradients, in each layout the tasks need: milliseconds.
+2. numeric    non-finite or constant output on random inputs, an output
+              constant over the positions of every sample and channel (it
+              keeps no per-position information), or non-finite gradients,
+              in each layout the tasks need: milliseconds.
 3. duplicate  the functional fingerprint matches a candidate already
               evaluated: its result is reused, nothing is trained.
 4. stability  the paper's adversarial stress test: gradient ascent on the
@@ -65,6 +67,20 @@ def _probe_input(layout: str, gen: torch.Generator) -> Tensor:
     return torch.randn(shape, generator=gen) * scale + shift
 
 
+def _positional_spread(y: Tensor, layout: str) -> float:
+    """The largest range of y over the positions (H, W or the tokens) of one sample and channel.
+
+    Zero means the layer's output is a statistic broadcast back (`moment2_instance(x)`,
+    `std_batch(std_layer(x))`): every position of the next layer sees the same value, so the
+    network keeps no spatial information. (On tokens every statistic varies over positions: the
+    instance axis is a causal prefix.) In the random stream of
+    benchmarks/funnel.py such layers were most of what reached the quality check, each costing a
+    short training, and none scored above chance on any task.
+    """
+    dims = (2, 3) if layout == "nchw" else (1,)
+    return (y.amax(dim=dims) - y.amin(dim=dims)).max().item()
+
+
 def numeric_check(graph: Graph, layouts: tuple[str, ...] = ("nchw",), *, groups: int = 2,
                   eps: float = 1e-5) -> Rejection | None:
     """Forward and backward on random inputs: finite, not constant, finite gradients."""
@@ -82,9 +98,13 @@ def numeric_check(graph: Graph, layouts: tuple[str, ...] = ("nchw",), *, groups:
             y = module.train()(x)
             if not torch.isfinite(y).all():
                 return Rejection(Stage.NUMERIC, f"non-finite output ({layout}, input {trial})")
+            scale = 1e-6 * max(1.0, y.abs().max().item())
             spread = (y.max() - y.min()).item()
-            if spread <= 1e-6 * max(1.0, y.abs().max().item()):
+            if spread <= scale:
                 return Rejection(Stage.NUMERIC, f"constant output {y.flatten()[0].item():.4g} ({layout})")
+            if _positional_spread(y, layout) <= scale:
+                return Rejection(Stage.NUMERIC, f"output constant over positions ({layout}): the layer "
+                                                "keeps only per-sample, per-channel statistics")
             (y * torch.randn(y.shape, generator=gen)).sum().backward()
             grads = [x.grad] + [p.grad for p in module.parameters() if p.grad is not None]
             if not all(torch.isfinite(g).all() for g in grads if g is not None):

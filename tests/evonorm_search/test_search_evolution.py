@@ -134,3 +134,21 @@ def test_normalize_prob_makes_evolution_propose_normalizer_moves() -> None:
         strategy.tell(Individual(2, ZOO["gn_relu"].graph, (0.6, 0.6, 0.6)))   # type: ignore[arg-type]
         kinds = {strategy.propose(k).mutation.split(" ")[0] for k in range(40)}   # type: ignore[union-attr]
         assert bool(kinds & {"normalize", "standardize", "axes"}) is expect, kinds
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_init_normalize_prob_reaches_the_random_draws_of_both_strategies(strategy: str) -> None:
+    """The initial population of evolution and every draw of random search use the same generator,
+    so an evolution-vs-random comparison differs only in selection."""
+    from evonorm_search.config import load_config
+    from evonorm_search.evolution import make_strategy
+    from primitives.ops import Kind, get_op
+
+    def uses_stat(g: Graph) -> bool:
+        return any(i >= 4 and get_op(g.node(i).op).kind is Kind.AGGREGATE for i in g.live_ids())
+
+    for prob in (1.0, 0.0):
+        s = make_strategy(load_config(None, {"strategy": strategy, "population_size": 50,
+                                             "init_normalize_prob": prob}))
+        share = sum(uses_stat(s.propose(k).graph) for k in range(40)) / 40
+        assert (share == 1.0) if prob else (share < 0.9), (prob, share)

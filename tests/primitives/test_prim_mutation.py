@@ -172,3 +172,28 @@ def test_a_batch_independent_normalizer_move_never_uses_batch_axes() -> None:
         parent = random_graph(rng, num_nodes=3, batch_independent=True)
         child, _ = mutate(parent, rng, batch_independent=True, normalize_prob=1.0)
         assert not child.batch_dependent
+
+
+def _uses_a_statistic(g: Graph) -> bool:
+    from primitives.ops import Kind
+
+    return any(i >= NUM_INPUTS and get_op(g.node(i).op).kind is Kind.AGGREGATE for i in g.live_ids())
+
+
+def test_random_graphs_with_normalize_prob_use_statistics_and_stay_seeded() -> None:
+    """normalize_prob=1: every draw carries a live statistic (a uniform draw often does not), fits
+    MAX_NODES, and the seed still fixes the graph; normalize_prob=0 draws exactly what it drew before."""
+    plain = [random_graph(random.Random(s)) for s in range(300)]
+    assert plain == [random_graph(random.Random(s), normalize_prob=0.0) for s in range(300)]
+    drawn = [random_graph(random.Random(s), normalize_prob=1.0) for s in range(300)]
+    assert drawn == [random_graph(random.Random(s), normalize_prob=1.0) for s in range(300)]
+    assert all(len(g.nodes) <= MAX_NODES and _uses_a_statistic(g) for g in drawn)
+    share_plain = sum(map(_uses_a_statistic, plain)) / len(plain)
+    assert share_plain < 0.9, share_plain
+    half = [random_graph(random.Random(s), normalize_prob=0.5) for s in range(300)]
+    assert 0.9 * share_plain < sum(map(_uses_a_statistic, half)) / 300 < 1.0
+
+
+def test_batch_independent_random_graphs_with_normalize_prob_never_use_batch_axes() -> None:
+    for s in range(200):
+        assert not random_graph(random.Random(s), batch_independent=True, normalize_prob=1.0).batch_dependent

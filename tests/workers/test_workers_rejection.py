@@ -43,6 +43,9 @@ EXP_EXP = Graph.build(("exp", ["x"]), ("exp", [4]))
 # x * 0 and x - x: the output carries no information about x.
 TIMES_ZERO = Graph.build(("mul", ["x", "zero"]),)
 MINUS_ITSELF = Graph.build(("neg", ["x"]), ("add", ["x", 4]))
+# A statistic broadcast back: varies over samples and channels, constant over positions.
+STAT_ONLY = Graph.build(("moment2_instance", ["x"]),)
+STD_OF_STD = Graph.build(("std_instance", ["x"]), ("std_batch", [4]))
 # square(exp(exp(x))) overflows to inf; inf - inf is NaN.
 NAN = Graph.build(("exp", ["x"]), ("exp", [4]), ("square", [5]), ("neg", [6]), ("add", [6, 7]))
 
@@ -87,6 +90,8 @@ def test_static_rejection(text: str, expected: str, no_training: dict[str, Any])
     (TIMES_ZERO, "constant output"),
     (MINUS_ITSELF, "constant output"),
     (NAN, "non-finite output"),
+    (STAT_ONLY, "constant over positions (nchw)"),
+    (STD_OF_STD, "constant over positions"),
 ])
 def test_numeric_rejection(graph: Graph, expected: str, no_training: dict[str, Any]) -> None:
     result = evaluate(graph, DIGITS, **no_training)
@@ -95,6 +100,14 @@ def test_numeric_rejection(graph: Graph, expected: str, no_training: dict[str, A
     assert result.rejection.stage is Stage.NUMERIC
     assert expected in result.rejection.reason
     assert [stage for stage, _ in result.stage_seconds] == [Stage.STATIC, Stage.NUMERIC]
+
+
+@pytest.mark.parametrize("graph", [
+    Graph.build(("moment2_instance", ["x"]), ("add", ["x", 4])),       # x + a statistic: positions kept
+    Graph.build(("mean_batch", ["x"]), ("mul", [4, "x"])),             # x scaled by a statistic
+])
+def test_a_statistic_that_still_carries_x_passes(graph: Graph) -> None:
+    assert numeric_check(graph, ("nchw", "tokens")) is None
 
 
 def test_the_nan_layer_really_makes_nan() -> None:
