@@ -64,6 +64,8 @@ class SearchPublic(BaseModel):
     objectives: list[str] = Field(description="Objective names: one per proxy task (backbone:task), then cost")
     maximise: list[bool] = Field(description="Per objective: accuracies are maximised, the cost minimised")
     budget: int
+    core_hours: float = Field(0.0, description="Worker core-hours (GPU-hours on GPU workers) its jobs have "
+                                               "run; config.max_core_hours caps it")
     strategy: str
     active: bool = Field(description="A runner of this coordinator is working on it now")
     runner: str | None = Field(None, description="The runner holding the search (host:pid:start:nonce), if any")

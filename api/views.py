@@ -39,7 +39,7 @@ def _search_fields(state: AppState, view: SearchView) -> dict[str, Any]:
         num_evaluated=s.num_evaluated, num_rejected=s.num_rejected, created_at=s.created_at,
         started_at=s.started_at, finished_at=s.finished_at, updated_at=s.updated_at,
         objectives=view.objectives.names, maximise=view.objectives.maximise,
-        budget=int(s.config.get("budget", 0)),
+        budget=int(s.config.get("budget", 0)), core_hours=s.core_s / 3600,
         strategy=str(s.config.get("strategy", "")), active=state.coordinator.is_running(s.id),
         runner=s.runner, runner_heartbeat=s.runner_heartbeat, config=s.config)
 

@@ -116,6 +116,8 @@ class Search(Base):
     num_candidates: Mapped[int] = mapped_column(Integer, default=0)
     num_evaluated: Mapped[int] = mapped_column(Integer, default=0)
     num_rejected: Mapped[int] = mapped_column(Integer, default=0)
+    # worker seconds spent by the search's jobs (migration 0005)
+    core_s: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

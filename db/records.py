@@ -141,6 +141,7 @@ class SearchRecord:
     updated_at: datetime
     runner: str | None = None  # the runner holding the search's lease (host:pid:start:nonce)
     runner_heartbeat: datetime | None = None  # when that runner last renewed it
+    core_s: float = 0.0  # worker seconds its jobs ran (core-seconds; GPU-seconds on GPU workers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ class CandidateOutcome:
     rung: int | None = None
     estimates: Sequence[Estimate] | None = None
     verified: bool = False
+    core_s: float = 0.0  # the worker seconds the job(s) behind this result ran
 
     def __post_init__(self) -> None:
         _check_estimates(f"candidate {self.candidate_id}", self.objectives, self.estimates)
@@ -293,6 +295,7 @@ class RungOutcome:
     estimates: Sequence[Estimate]
     evaluations: Sequence[NewEvaluation] = ()
     verified: bool = False
+    core_s: float = 0.0  # the worker seconds the rung's job ran
 
     def __post_init__(self) -> None:
         values = tuple(float(v) for v in self.objectives)

@@ -697,6 +697,7 @@ class Store:
             evaluations: list[dict[str, Any]] = []
             events: list[dict[str, Any]] = []
             tallies: dict[int, Counter[str]] = {}
+            spent: dict[int, float] = {}
             for o in outcomes:
                 current = stored[o.candidate_id]
                 if current.finished:
@@ -733,6 +734,7 @@ class Store:
                 )
                 evaluations.extend(_evaluation_row(done.id, e, now) for e in o.evaluations)
                 tallies.setdefault(done.search_id, Counter())[done.status.value] += 1
+                spent[done.search_id] = spent.get(done.search_id, 0.0) + o.core_s
                 events.append(
                     {
                         "kind": EventKind.CANDIDATE_FINISHED.value,
@@ -746,6 +748,7 @@ class Store:
                             "rung": done.rung,
                             "estimates": _estimates_json(done.estimates),
                             "verified": done.verified,
+                            "core_s": o.core_s,
                         },
                     }
                 )
@@ -760,6 +763,7 @@ class Store:
                     .values(
                         num_evaluated=_searches.c.num_evaluated + tally[CandidateStatus.EVALUATED.value],
                         num_rejected=_searches.c.num_rejected + tally[CandidateStatus.REJECTED.value],
+                        core_s=_searches.c.core_s + spent.get(search_id, 0.0),
                         updated_at=now,
                     )
                 )
@@ -808,12 +812,16 @@ class Store:
             )
             if outcome.evaluations:
                 s.execute(insert(_evaluations), [_evaluation_row(done.id, e, now) for e in outcome.evaluations])
+            if outcome.core_s:
+                s.execute(update(_searches).where(_searches.c.id == done.search_id)
+                          .values(core_s=_searches.c.core_s + outcome.core_s))
             self._append_events(s, [{
                 "kind": EventKind.CANDIDATE_PROMOTED.value,
                 "search_id": done.search_id,
                 "candidate_id": done.id,
                 "payload": {"rung": done.rung, "objectives": list(outcome.objectives),
-                            "estimates": _estimates_json(done.estimates), "verified": done.verified},
+                            "estimates": _estimates_json(done.estimates), "verified": done.verified,
+                            "core_s": outcome.core_s},
             }])
             return done
 
@@ -1005,6 +1013,20 @@ class Store:
             return self._append_events(s, [row], returning=True)[0]
 
         return self._run("append_event", fn, write=True)
+
+    def record_spend(self, search_id: int, core_s: float, kind: str, payload: Mapping[str, Any] | None = None,
+                     *, candidate_id: int | None = None) -> EventRecord:
+        """Worker seconds that produced no result (a failed climb, say): added to the search's spend
+        with an event saying why, in one transaction."""
+
+        def fn(s: Session) -> EventRecord:
+            s.execute(update(_searches).where(_searches.c.id == search_id)
+                      .values(core_s=_searches.c.core_s + core_s))
+            row = {"kind": str(kind), "payload": {**(payload or {}), "core_s": core_s},
+                   "search_id": search_id, "candidate_id": candidate_id}
+            return self._append_events(s, [row], returning=True)[0]
+
+        return self._run("record_spend", fn, write=True)
 
     def events_after(
         self,
@@ -1202,6 +1224,7 @@ def _search_record(r: Search | Row[Any]) -> SearchRecord:
         updated_at=r.updated_at,
         runner=r.runner,
         runner_heartbeat=r.runner_heartbeat,
+        core_s=float(r.core_s or 0.0),
     )
 
 

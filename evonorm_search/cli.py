@@ -466,6 +466,7 @@ def _summary(store: Any, search_id: int) -> dict[str, Any]:
     return {
         "search_id": search.id, "status": search.status, "objectives": cfg.objectives,
         "candidates": search.num_candidates, "evaluated": search.num_evaluated, "rejected": search.num_rejected,
+        "core_hours": round(search.core_s / 3600, 4),
         "by_status": {str(k): v for k, v in store.count_by_status(search_id).items()},
         "rejected_by_stage": store.count_by_rejection_stage(search_id),
         "front": report["members"],

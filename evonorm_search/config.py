@@ -171,6 +171,10 @@ class SearchConfig(_Strict):
     name: str = Field("search", min_length=1, max_length=200)
     strategy: StrategyName = "evolution"
     budget: int = Field(200, ge=1, le=10_000_000, description="Candidates to generate")
+    max_core_hours: float | None = Field(
+        None, gt=0, le=1e7, description="Stop proposing once the search's jobs have run this many worker "
+                                        "core-hours (GPU-hours on GPU workers); what is in flight, pending "
+                                        "and due to climb still finishes. None: the candidate budget alone")
     population_size: int = Field(64, ge=1, le=1_000_000)
     tournament_size: int = Field(8, ge=1, le=1_000_000)
     in_flight: int = Field(2, ge=1, le=100_000, description="Evaluations kept in flight")

@@ -56,7 +56,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from db import RetryableStoreError, Store
@@ -105,6 +105,7 @@ class Progress:
     rungs: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # rung -> candidates there now
     verified: int = 0
     doing: str = ""                          # the newest job started, for a progress line
+    core_s: float = 0.0                      # worker seconds spent (SearchConfig.max_core_hours)
     # What is happening now, for a live display: (candidate id, "screen" | "rung <n>") per job, and the
     # candidates recorded since the last report (a rejection shows as it comes).
     running: tuple[tuple[int, str], ...] = ()
@@ -121,6 +122,22 @@ class _Job:
     candidate: CandidateRecord
     screening: Screening | None = None
     rung: int = 0
+    submitted: float = field(default_factory=time.monotonic)
+
+    def core_s(self, outcome: Any) -> float:
+        """The worker seconds this job spent: what the worker measured, or (a job that failed) the
+        time since it was submitted; a rung-0 job carries its candidate's screening too."""
+        if isinstance(outcome, JobFailure):
+            spent = time.monotonic() - self.submitted
+        elif isinstance(outcome, Screening):
+            spent = _screen_s(outcome)
+        else:
+            spent = float(getattr(outcome, "wall_s", 0.0))
+        return spent + (_screen_s(self.screening) if self.kind == "rung" and self.screening else 0.0)
+
+
+def _screen_s(screening: Screening) -> float:
+    return sum(t for _, t in screening.stage_seconds)
 
 
 class SearchRunner:
@@ -179,6 +196,7 @@ class SearchRunner:
         self._pending = sorted(self.store.candidates_by_status(self.search_id, [CandidateStatus.PENDING]),
                                key=lambda c: c.id)
         search = self.store.get_search(self.search_id)
+        self.progress.core_s = search.core_s
         self.progress.created = search.num_candidates - self._baseline_rows
         self._proposals = search.num_candidates - self._baseline_rows
         for c in self._pending:
@@ -328,7 +346,14 @@ class SearchRunner:
         return not (c.mutation or "").startswith("baseline:")
 
     def _done_proposing(self) -> bool:
-        return self.progress.created >= self.config.budget and not self._pending and not self._parked
+        return self._budget_spent() and not self._pending and not self._parked
+
+    def _budget_spent(self) -> bool:
+        """No more proposals: the candidate budget is used up, or the core-hours are (the jobs in
+        flight, the pending candidates and the funnel's climbs still finish)."""
+        limit = self.config.max_core_hours
+        return self.progress.created >= self.config.budget or (
+            limit is not None and self.progress.core_s >= limit * 3600)
 
     def _queue_climbs(self, final: bool = False) -> bool:
         """Queue every candidate due to climb a rung now; whether any was."""
@@ -370,7 +395,7 @@ class SearchRunner:
     def _propose(self, n: int) -> list[CandidateRecord]:
         out: list[CandidateRecord] = []
         misses = 0
-        while len(out) < n and self.progress.created < self.config.budget:
+        while len(out) < n and not self._budget_spent():
             want = min(n - len(out), self.config.budget - self.progress.created)
             proposals: list[Proposal] = [self.strategy.propose(self._proposals + i) for i in range(want)]
             self._proposals += want
@@ -403,10 +428,14 @@ class SearchRunner:
             job = self._jobs.pop(job_id, None)
             if job is None:
                 continue
+            spent = job.core_s(outcome)
+            self.progress.core_s += spent
             if job.kind == "screen":
-                finished += self._screened(job.candidate, outcome)
+                finished += _spending(self._screened(job.candidate, outcome), spent)
             else:
-                finished += self._evaluated(job, outcome)
+                finished += _spending(self._evaluated(job, outcome), spent) if job.rung == 0 else []
+                if job.rung > 0:
+                    self._climbed(job.candidate, job.rung, outcome, spent)
         self._finish(finished)
 
     def _screened(self, c: CandidateRecord, outcome: Screening | JobFailure) -> list[CandidateOutcome]:
@@ -452,9 +481,6 @@ class SearchRunner:
 
     def _evaluated(self, job: _Job, outcome: RungResult | JobFailure) -> list[CandidateOutcome]:
         c = job.candidate
-        if job.rung > 0:
-            self._climbed(c, job.rung, outcome)
-            return []
         assert job.screening is not None and job.screening.fingerprint is not None
         fp = job.screening.fingerprint
         # `_training[fp]` stays until `_finish` has recorded the result: a screening of the same
@@ -473,7 +499,7 @@ class SearchRunner:
                                  fingerprint=fp, objectives=[e.mean for e in estimates], rung=0,
                                  estimates=estimates, verified=self.funnel.top == 0)]
 
-    def _climbed(self, c: CandidateRecord, rung: int, outcome: RungResult | JobFailure) -> None:
+    def _climbed(self, c: CandidateRecord, rung: int, outcome: RungResult | JobFailure, core_s: float) -> None:
         """A climb's result: the candidate's estimates move up a rung, or it stays where it was."""
         self._climbing.discard(c.id)
         if isinstance(outcome, JobFailure) or outcome.rejection:
@@ -483,14 +509,14 @@ class SearchRunner:
             self._stuck.add(c.id)
             log.warning("search %s: candidate %s could not climb to rung %s: %s", self.search_id, c.id, rung,
                         failure)
-            self.store.append_event("climb_failed", {"rung": rung, "reason": failure[:2000]},
-                                    search_id=self.search_id, candidate_id=c.id)
+            self.store.record_spend(self.search_id, core_s, "climb_failed",
+                                    {"rung": rung, "reason": failure[:2000]}, candidate_id=c.id)
             return
         self.funnel.add(c.id, [(r.key, r.accuracy) for r in outcome.runs])
         estimates = self.funnel.estimates(c.id, rung)
         verified = rung == self.funnel.top
         rec = self.store.record_rung(RungOutcome(c.id, rung, [e.mean for e in estimates], estimates,
-                                                 self._rung_runs(outcome), verified))
+                                                 self._rung_runs(outcome), verified, core_s))
         if rec.fingerprint and self._known.get(rec.fingerprint, rec).id == rec.id:
             self._known[rec.fingerprint] = rec     # later duplicates copy the climbed result
         previous = self._rung_of.get(c.id)
@@ -520,7 +546,8 @@ class SearchRunner:
             if rec.reused_from is None and fp and fp in self._parked:
                 if _cacheable(rec):
                     self._known.setdefault(fp, rec)
-                    resolved += [_duplicate(p, rec, fp) for p, _ in self._parked.pop(fp)]
+                    resolved += [replace(_duplicate(p, rec, fp), core_s=_screen_s(sc))
+                                 for p, sc in self._parked.pop(fp)]
                 elif fp not in self._training:
                     # The worker failed, not the layer: the first parked duplicate trains it
                     # afresh, the others stay parked on that evaluation.
@@ -562,6 +589,11 @@ def cancelled_outcome(c: CandidateRecord) -> CandidateOutcome:
     """How an unfinished candidate of a cancelled search ends."""
     return CandidateOutcome(c.id, CandidateStatus.REJECTED, rejection_stage=Stage.CANCELLED,
                             rejection_reason="the search was cancelled")
+
+
+def _spending(outcomes: list[CandidateOutcome], core_s: float) -> list[CandidateOutcome]:
+    """The job's worker seconds go with the first result it produced (one, or none when parked)."""
+    return [replace(o, core_s=core_s) if i == 0 else o for i, o in enumerate(outcomes)]
 
 
 def _worker_failure(c: CandidateRecord, failure: JobFailure, fp: str | None = None) -> CandidateOutcome:

@@ -35,8 +35,9 @@ from primitives.compile import class_name_for
 
 runner = CliRunner()
 
-SUMMARY_KEYS = {"search_id", "status", "objectives", "candidates", "evaluated", "rejected", "by_status",
-                "rejected_by_stage", "front", "verified_front", "baselines", "test", "hypervolume_history"}
+SUMMARY_KEYS = {"search_id", "status", "objectives", "candidates", "evaluated", "rejected", "core_hours",
+                "by_status", "rejected_by_stage", "front", "verified_front", "baselines", "test",
+                "hypervolume_history"}
 
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:

@@ -248,7 +248,7 @@ def evaluate_with_cost(graph: Any, spec: EvalSpec, cache: Any = None, screening:
 
 
 def test_cost_objective_is_minimised_in_progress_and_front(store: Store) -> None:
-    sid = new_search(store, cost_objective=True)
+    sid = new_search(store, cost_objective=True, seed=1)
     cfg = SearchConfig.model_validate(store.get_search(sid).config)
     assert cfg.maximise == [True, True, False]
     seen: list[tuple[float, ...] | None] = []
@@ -382,3 +382,52 @@ def test_recovery_rebuilds_the_cache_without_worker_failures(store: Store, stage
         assert c.reused_from is None and fake.trained == [fp, fp]
     else:  # the layer's own rejection stands for its duplicates: nothing trained
         assert c.reused_from == first and c.rejection_stage == "quality" and fake.trained == [fp]
+
+
+def _timed_rung(rung0_s: float, climb_s: float) -> Any:
+    """FAKE_RUNG whose jobs report `rung0_s` / `climb_s` worker seconds (nothing sleeps)."""
+    def run(*args: Any, **kw: Any) -> Any:
+        r = search_fakes.FAKE_RUNG(*args, **kw)
+        return replace(r, wall_s=rung0_s if r.rung == 0 else climb_s) if hasattr(r, "rung") else r
+
+    return run
+
+
+def test_max_core_hours_stops_proposals_and_the_spend_is_stored_with_every_result(store: Store) -> None:
+    """Each result adds its job's worker seconds to the search in the same transaction (the events
+    carry each share); proposing stops once max_core_hours is spent, and what is due still finishes."""
+    limit_s = 200.0
+    sid = new_search(store, budget=1000, in_flight=2, max_core_hours=limit_s / 3600)
+    result = SearchRunner(store, sid, InProcessExecutor(), rung_fn=_timed_rung(10.0, 30.0)).run()
+    assert result.status is SearchStatus.FINISHED
+    rows = all_candidates(store, sid)
+    assert 10 < len(rows) < 100, len(rows)        # far under the candidate budget: the core-hours ran out
+    events = store.events_after(0, search_id=sid, limit=10_000)
+    shares = [e.payload["core_s"] for e in events if "core_s" in e.payload]
+    assert result.core_s == pytest.approx(sum(shares)) and result.core_s >= limit_s
+    trained = [c for c in rows if c.status is CandidateStatus.EVALUATED and c.reused_from is None]
+    climbs = sum(c.rung or 0 for c in trained)
+    too_poor = sum(c.rejection_stage == "quality" and c.reused_from is None for c in rows)   # a rung-0 job each
+    # + the screenings' milliseconds
+    assert result.core_s == pytest.approx(10.0 * (len(trained) + too_poor) + 30.0 * climbs, abs=5.0)
+    # what was due still finished: the funnel verified its best after the budget ran out
+    assert any(c.verified for c in trained)
+    # a resumed runner knows the spend: it proposes nothing more
+    again = SearchRunner(store, sid, InProcessExecutor(), rung_fn=_timed_rung(10.0, 30.0))
+    again._recover()
+    assert again.progress.core_s == pytest.approx(result.core_s) and again._propose(4) == []
+
+
+def test_a_failed_climb_still_counts_its_worker_time(store: Store) -> None:
+    def failing_climbs(*args: Any, **kw: Any) -> Any:
+        rung = args[2]
+        if rung.index > 0:
+            time.sleep(0.05)
+            return JobFailure("error", "boom")
+        return search_fakes.FAKE_RUNG(*args, **kw)
+
+    sid = new_search(store, budget=6, in_flight=1)
+    result = SearchRunner(store, sid, InProcessExecutor(), rung_fn=failing_climbs).run()
+    failed = [e for e in store.events_after(0, search_id=sid, limit=10_000) if e.kind == "climb_failed"]
+    assert failed and all(e.payload["core_s"] >= 0.05 for e in failed)
+    assert result.core_s >= 0.05 * len(failed)
