@@ -4,6 +4,7 @@ the fate of a search's candidates rung by rung.
     python -m benchmarks.funnel calibrate [--workers 2]   # zoo + planted layers x presets x 5 seeds
     python -m benchmarks.funnel tau [--survivors 40]      # rung 0 vs the top rung, and the economics
     python -m benchmarks.funnel fate --db runs/evonorm.db --search 1
+    python -m benchmarks.funnel positional                # the positional rule on the old uniform stream
     python -m benchmarks.funnel report                    # tables from what is measured so far
 
 Resumable: every measurement is one line of benchmarks/results/funnel_runs.jsonl,
@@ -225,6 +226,33 @@ def _survivors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def positional() -> dict[str, Any]:
+    """The numeric stage's positional rule on the uniform stream measured before it existed (rows
+    `random:0:k`, the paper's generator at stream seed 0, judged by the older stages): where each
+    of those candidates stops now, and the rung-0 core-seconds that no longer train."""
+    spec = _config("quick", 0).eval_spec()
+    old = {r["layer"]: r for r in load() if r["kind"] == "rung0" and r["layer"].startswith("random:0:")}
+    rng = random.Random(0)
+    moves: dict[str, int] = {}
+    saved = 0.0
+    for k in range(1 + max((int(n.rsplit(":", 1)[1]) for n in old), default=-1)):
+        g = random_graph(rng)
+        r = old.get(f"random:0:{k}")
+        if r is None:
+            continue
+        assert formula(g) == r["formula"], (k, formula(g), r["formula"])   # the same stream
+        s = screen(g.dumps(), spec)
+        now = "numeric (positional)" if s.rejection and "positions" in s.rejection.reason else \
+            str(s.rejection.stage) if s.rejection else "passes the zero-training stages"
+        key = f"{r['stage'] or 'survived rung 0'} -> {now}"
+        moves[key] = moves.get(key, 0) + 1
+        if now == "numeric (positional)":
+            saved += r.get("wall_s", 0.0)
+    return {"candidates": len(old), "before_to_now": moves, "rung0_core_s_before": sum(r.get("wall_s", 0.0)
+                                                                                  for r in old.values()),
+            "rung0_core_s_no_longer_spent": saved}
+
+
 # -- the report --------------------------------------------------------------------------------
 
 
@@ -364,7 +392,7 @@ def report(s: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["calibrate", "tau", "fate", "report"])
+    parser.add_argument("what", choices=["calibrate", "tau", "fate", "positional", "report"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--survivors", type=int, default=40)
     parser.add_argument("--db", default="runs/evonorm.db")
@@ -374,6 +402,12 @@ def main() -> None:
         calibrate(args.workers)
     elif args.what == "tau":
         tau(args.survivors, args.workers)
+    elif args.what == "positional":
+        out = positional()
+        path = RESULTS / "funnel_positional.json"
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps(out, indent=2))
+        return
     elif args.what == "fate":
         out = fate(args.db, args.search)
         path = RESULTS / "funnel_fate.json"
