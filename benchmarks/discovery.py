@@ -1,0 +1,389 @@
+"""Proof of discovery: searches from scratch, evolution against random search at equal core-time,
+and every found layer retrained at seeds no search ran at.
+
+    python -m benchmarks.discovery search [--seeds 0 1 2 3 4] [--core-hours 0.5]
+    python -m benchmarks.discovery retrain            # fresh seeds for what the searches verified
+    python -m benchmarks.discovery report             # benchmarks/results/discovery.json, docs plots
+    evonorm-search status --db sqlite:///benchmarks/results/discovery.db
+
+The searches are the product's own: `SearchRunner` with the real screening,
+rejection, funnel and proxy training, one job at a time in-process (one torch
+thread), stored in benchmarks/results/discovery.db. For each search seed,
+evolution and random search run side by side, one core each, so both see the
+same machine load; each stops proposing when its jobs have run
+`--core-hours` (`SearchConfig.max_core_hours`), then finishes what is in
+flight and verifies its best (the funnel's last climbs), so the two spend
+the same compute up to those last climbs, which the report counts.
+
+Nothing is seeded from the zoo: the initial population (and every draw of
+random search) is the paper's uniform random graph, half of the draws given
+one normalizer move (`init_normalize_prob` 0.5; the search space is the
+same). BN-ReLU is in every search only as the baseline at the funnel's seeds,
+never bred from. The tasks are the quick preset's (MobileNetV2 on shapes32,
+the Transformer on pydoc_chars) with its held-out ResNet on digits.
+
+Resumable: a search is found by name in the database and resumed where it
+stopped (the runner's recovery: finished work is kept, in-flight candidates
+run again); every retraining is one line of
+benchmarks/results/discovery_runs.jsonl, skipped when rerun.
+
+Retraining: each search's verified front members that use a statistic
+(normalizers), its best verified layer, and the baselines (BN-ReLU, GN-ReLU,
+LayerNorm, EvoNorm-S0), every task and the held-out one, full steps, at
+seeds RETRAIN_SEEDS: no search runs at them (a search at seed s trains at
+seeds s, s+1, s+2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DB_PATH = Path(os.environ.get("EVONORM_DISCOVERY_DB", RESULTS / "discovery.db"))   # a smoke run elsewhere
+DB = f"sqlite:///{DB_PATH}"
+RUNS = DB_PATH.with_name(DB_PATH.stem + "_runs.jsonl")
+SUMMARY = RESULTS / "discovery.json"
+PLOT = ROOT / "docs" / "img" / "discovery_hypervolume.png"
+
+STRATEGIES = ("evolution", "random")
+SEEDS = (0, 1, 2, 3, 4)
+RETRAIN_SEEDS = (1000, 1001, 1002, 1003, 1004)
+BASELINES = ("bn_relu", "gn_relu", "layernorm", "evonorm_s0")
+CORE_HOURS = 0.5
+
+
+def search_name(strategy: str, seed: int) -> str:
+    return f"discovery-{strategy}-s{seed}"
+
+
+def search_config(strategy: str, seed: int, core_hours: float) -> dict[str, Any]:
+    from evonorm_search.config import load_config
+
+    return load_config("quick", {
+        "name": search_name(strategy, seed), "strategy": strategy, "seed": seed,
+        "budget": 100_000, "max_core_hours": core_hours, "in_flight": 1,
+        "seed_with_zoo": [], "population_size": 16, "tournament_size": 4,
+        "init_normalize_prob": 0.5, "normalize_prob": 0.25,
+    }).model_dump(mode="json")
+
+
+# -- searches ------------------------------------------------------------------------------------
+
+
+def _find(store: Any, name: str) -> Any:
+    return next((s for s in store.list_searches(limit=None) if s.name == name), None)
+
+
+def run_one(strategy: str, seed: int, core_hours: float) -> None:
+    """One search, created or resumed by name; in its own process (one core)."""
+    import torch
+
+    from db import SearchStatus, open_store
+    from evonorm_search.runner import SearchRunner
+    from workers.executors import InProcessExecutor
+
+    torch.set_num_threads(1)
+    store = open_store(DB)
+    name = search_name(strategy, seed)
+    s = _find(store, name)
+    if s is None:
+        cfg = search_config(strategy, seed, core_hours)
+        s = store.create_search(name, cfg, seed=seed)
+    if s.status is SearchStatus.FINISHED:
+        print(f"{name}: finished already", flush=True)
+        return
+    # A killed run is still `running` with its dead runner's lease: the runner takes it over.
+    t = time.perf_counter()
+    last = [0.0]
+
+    def progress(p: Any) -> None:
+        if time.perf_counter() - last[0] > 30:
+            last[0] = time.perf_counter()
+            print(f"{name}: {p.created} proposed, {p.evaluated} evaluated, {p.rejected} rejected, "
+                  f"{p.verified} verified, {p.core_s / 3600:.2f}/{core_hours} core-h", flush=True)
+
+    done = SearchRunner(store, s.id, InProcessExecutor(), on_progress=progress).run()
+    print(f"{name}: {done.status.value} in {time.perf_counter() - t:.0f} s, {done.core_s / 3600:.2f} core-h",
+          flush=True)
+
+
+def search(seeds: list[int], core_hours: float) -> None:
+    """Evolution and random search side by side per seed (two processes, one core each)."""
+    for seed in seeds:
+        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.discovery", "one", "--strategy", st,
+                                   "--seed", str(seed), "--core-hours", str(core_hours)], cwd=ROOT)
+                 for st in STRATEGIES]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise SystemExit(f"seed {seed}: a search process exited with {codes}")
+
+
+# -- retraining ----------------------------------------------------------------------------------
+
+
+def _uses_statistic(graph_json: str) -> bool:
+    from primitives import Graph
+    from primitives.ops import Kind, get_op
+
+    g = Graph.loads(graph_json)
+    return any(get_op(g.node(i).op).kind is Kind.AGGREGATE for i in g.live_ids() if i >= 4)
+
+
+def chosen_layers(store: Any) -> dict[str, str]:
+    """name -> graph json: per finished search, its verified front normalizers and its best verified
+    layer; and the baselines."""
+    from db import CandidateStatus, SearchStatus
+    from evonorm_search.pareto import maximised_mean, nondominated
+    from primitives.zoo import ZOO
+
+    out = {f"zoo:{n}": ZOO[n].graph.dumps() for n in BASELINES}   # type: ignore[union-attr]
+    for s in store.list_searches(limit=None):
+        if not s.name.startswith("discovery-") or s.status is not SearchStatus.FINISHED:
+            continue
+        cfg = s.config
+        maximise = [True] * len(cfg["tasks"])
+        rows = [c for c in store.list_candidates(s.id, status=CandidateStatus.EVALUATED, limit=None)
+                if c.verified and c.reused_from is None and not (c.mutation or "").startswith("baseline:")]
+        if not rows:
+            continue
+        points = [list(c.objectives[: len(maximise)]) for c in rows]
+        front = [rows[i] for i in nondominated(points, maximise)]
+        best = max(rows, key=lambda c: maximised_mean(c.objectives[: len(maximise)], maximise))
+        for c in {*(c for c in front if _uses_statistic(c.graph)), best}:
+            out[f"{s.name}:{c.id}"] = c.graph
+    return out
+
+
+def retrain_one(name: str, graph_json: str) -> dict[str, Any]:
+    import torch
+
+    from evonorm_search.config import load_config
+    from primitives import Graph, formula
+    from workers.funnel import RungSpec, train_rung
+
+    torch.set_num_threads(1)
+    cfg = load_config("quick", {})
+    spec = cfg.eval_spec()
+    r = train_rung(graph_json, spec, RungSpec(len(cfg.rungs) - 1, 1.0, RETRAIN_SEEDS, top=True))
+    return {"layer": name, "formula": formula(Graph.loads(graph_json)), "graph": graph_json,
+            "rejection": None if r.rejection is None else f"{r.rejection.stage}: {r.rejection.reason}",
+            "wall_s": r.wall_s, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "runs": [{"objective": x.objective, "seed": x.seed, "steps": x.steps, "accuracy": x.accuracy,
+                      "diverged": x.diverged, "heldout": x.heldout} for x in r.runs]}
+
+
+def load_runs() -> dict[str, dict[str, Any]]:
+    if not RUNS.exists():
+        return {}
+    return {r["layer"]: r for r in map(json.loads, RUNS.read_text().splitlines()) if r}
+
+
+def retrain(workers: int) -> None:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from db import open_store
+
+    layers = chosen_layers(open_store(DB))
+    done = load_runs()
+    todo = {n: g for n, g in layers.items() if n not in done}
+    print(f"{len(layers) - len(todo)} retrained already, {len(todo)} to go", flush=True)
+    with ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(retrain_one, n, g) for n, g in todo.items()]
+        for f in as_completed(futures):
+            row = f.result()
+            with RUNS.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(f"{row['layer']:40s} {row['formula'][:60]:60s} {row['wall_s']:.0f} s", flush=True)
+
+
+# -- the report ----------------------------------------------------------------------------------
+
+
+def _scores(row: dict[str, Any], objective: str) -> dict[int, float]:
+    """seed -> accuracy (a diverged run counts 0: instability is part of a layer)."""
+    return {x["seed"]: (0.0 if x["diverged"] else x["accuracy"])
+            for x in row["runs"] if x["objective"] == objective}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+    """Paired difference a - b over the seeds both have: mean, stderr, n, one-sided p (a > b)."""
+    from evonorm_search.funnel import estimate, paired_p
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    if not diffs:
+        return {"n": 0}
+    e = estimate(diffs)
+    return {"diff": e.mean, "stderr": e.stderr, "n": e.n, "p": paired_p(diffs)}
+
+
+def curves(store: Any, search_id: int, objectives: int) -> list[tuple[float, float]]:
+    """(cumulative worker core-hours, hypervolume of the search's own layers' current estimates) after
+    each recorded result, from the event log (each result's event carries its job's worker seconds)."""
+    from evonorm_search.pareto import hypervolume
+
+    maximise = [True] * objectives
+    baseline_ids = {c.id for c in store.list_candidates(search_id, limit=None)
+                    if (c.mutation or "").startswith("baseline:")}
+    current: dict[int, list[float]] = {}
+    spent = 0.0
+    out = []
+    after = 0
+    while True:
+        events = store.events_after(after, search_id=search_id, limit=5000)
+        if not events:
+            break
+        after = events[-1].id
+        for e in events:
+            spent += float(e.payload.get("core_s") or 0.0)
+            objs = e.payload.get("objectives")
+            if e.candidate_id is not None and e.candidate_id not in baseline_ids and objs \
+                    and e.payload.get("status", "evaluated") == "evaluated":
+                current[e.candidate_id] = list(objs[:objectives])
+            if "core_s" in e.payload:
+                out.append((spent / 3600, hypervolume(list(current.values()), maximise)))
+    return out
+
+
+def summarise() -> dict[str, Any]:
+    from db import SearchStatus, open_store
+    from evonorm_search.pareto import maximised_mean
+
+    store = open_store(DB)
+    runs = load_runs()
+    objectives = ["mobilenet:shapes32", "transformer:pydoc_chars"]
+    heldout = "resnet:digits"
+    base = runs.get("zoo:bn_relu")
+    searches = []
+    for s in sorted(store.list_searches(limit=None), key=lambda s: s.name):
+        if not s.name.startswith("discovery-"):
+            continue
+        entry: dict[str, Any] = {"name": s.name, "id": s.id, "strategy": s.config["strategy"],
+                                 "seed": s.config["seed"], "status": s.status.value,
+                                 "core_hours": s.core_s / 3600, "candidates": s.num_candidates,
+                                 "evaluated": s.num_evaluated, "rejected": s.num_rejected,
+                                 "curve": curves(store, s.id, len(objectives))}
+        mine = {n: r for n, r in runs.items() if n.startswith(f"{s.name}:")}
+        layers = []
+        for n, r in mine.items():
+            layer = {"layer": n, "formula": r["formula"], "normalizer": _uses_statistic(r["graph"]),
+                     "rejection": r["rejection"],
+                     "retrained": {o: statistics.fmean(v.values()) if (v := _scores(r, o)) else None
+                                   for o in [*objectives, heldout]}}
+            if base is not None:
+                layer["vs_bn_relu"] = {o: paired(_scores(r, o), _scores(base, o))
+                                       for o in [*objectives, heldout]}
+            layers.append(layer)
+        entry["layers"] = layers
+        # the search's best verified layer (its own estimates decide), and its retrained scores
+        best = None
+        for n in mine:
+            cid = int(n.rsplit(":", 1)[1])
+            c = store.get_candidate(cid)
+            key = maximised_mean(c.objectives[: len(objectives)], [True] * len(objectives))
+            if best is None or key > best[0]:
+                best = (key, n)
+        entry["best"] = best[1] if best else None
+        norm_ok = [la for la in layers if la["normalizer"] and la.get("vs_bn_relu")
+                   and (d := la["vs_bn_relu"]["mobilenet:shapes32"]).get("n") and d["diff"] >= -0.01]
+        entry["rediscovered"] = bool(norm_ok) if s.status is SearchStatus.FINISHED else None
+        searches.append(entry)
+    out: dict[str, Any] = {
+        "meta": {"date": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
+                 "cpu_count": os.cpu_count(), "retrain_seeds": list(RETRAIN_SEEDS),
+                 "load_average_1m": round(os.getloadavg()[0], 2)},
+        "baselines": {n: {o: statistics.fmean(v.values()) if (v := _scores(r, o)) else None
+                          for o in [*objectives, heldout]}
+                      for n, r in runs.items() if n.startswith("zoo:")},
+        "searches": searches,
+    }
+    out["evolution_vs_random"] = versus(searches, runs, heldout)
+    return out
+
+
+def versus(searches: list[dict[str, Any]], runs: dict[str, dict[str, Any]], heldout: str) -> dict[str, Any]:
+    """Per seed: the retrained held-out score of each strategy's best verified layer; sign test."""
+    from scipy.stats import binomtest
+
+    by = {(s["strategy"], s["seed"]): s for s in searches}
+    pairs = []
+    for seed in sorted({s["seed"] for s in searches}):
+        e, r = by.get(("evolution", seed)), by.get(("random", seed))
+        if not (e and r and e["best"] and r["best"] and e["best"] in runs and r["best"] in runs):
+            continue
+        se, sr = _scores(runs[e["best"]], heldout), _scores(runs[r["best"]], heldout)
+        pairs.append({"seed": seed, "evolution": statistics.fmean(se.values()),
+                      "random": statistics.fmean(sr.values()), "paired": paired(se, sr)})
+    gaps = [p["evolution"] - p["random"] for p in pairs]
+    wins = sum(g > 0 for g in gaps)
+    losses = sum(g < 0 for g in gaps)
+    out: dict[str, Any] = {"pairs": pairs, "wins": wins, "losses": losses}
+    if gaps:
+        out["mean_gap"] = statistics.fmean(gaps)
+        out["gap_stderr"] = statistics.stdev(gaps) / len(gaps) ** 0.5 if len(gaps) > 1 else None
+        out["sign_test_p"] = binomtest(wins, wins + losses, 0.5, alternative="greater").pvalue \
+            if wins + losses else None
+    return out
+
+
+def plot(summary: dict[str, Any]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = {"evolution": "tab:blue", "random": "tab:orange"}
+    for s in summary["searches"]:
+        if s["curve"]:
+            x, y = zip(*s["curve"], strict=True)
+            ax.step(x, y, where="post", color=colors[s["strategy"]], alpha=0.7,
+                    label=s["strategy"] if s["seed"] == min(t["seed"] for t in summary["searches"]
+                                                            if t["strategy"] == s["strategy"]) else None)
+    ax.set_xlabel("worker core-hours")
+    ax.set_ylabel("hypervolume (MobileNet x Transformer accuracy)")
+    ax.set_title("Discovery searches: hypervolume of their own layers vs compute (one line per seed)")
+    ax.legend()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["search", "one", "retrain", "report"])
+    parser.add_argument("--seeds", type=int, nargs="*", default=list(SEEDS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strategy", choices=STRATEGIES, default="evolution")
+    parser.add_argument("--core-hours", type=float, default=CORE_HOURS)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.what == "one":
+        run_one(args.strategy, args.seed, args.core_hours)
+    elif args.what == "search":
+        search(args.seeds, args.core_hours)
+    elif args.what == "retrain":
+        retrain(args.workers)
+    else:
+        summary = summarise()
+        SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
+        plot(summary)
+        print(json.dumps({k: v for k, v in summary.items() if k != "searches"}, indent=2))
+        for s in summary["searches"]:
+            print(f"{s['name']:28s} {s['status']:9s} {s['core_hours']:.2f} core-h  {s['candidates']} cand  "
+                  f"best {s['best']}  rediscovered {s['rediscovered']}")
+        print(f"wrote {SUMMARY} and {PLOT}")
+
+
+if __name__ == "__main__":
+    main()
