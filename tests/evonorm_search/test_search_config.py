@@ -62,3 +62,48 @@ def test_overrides_reach_the_eval_spec() -> None:
     assert spec.tasks[0].config.steps == 17 and spec.tasks[0].config.lr == 0.05
     assert spec.stability is False and spec.quality_steps == 9 and spec.eps == 1e-3
     assert spec.layouts == ("nchw",)
+
+
+def test_micro_batch_is_validated_against_the_batch_and_names_its_field() -> None:
+    # shapes32's recipe trains batches of 64; digits' too, and a task's own batch_size wins
+    for task, loc, match in [
+        ({"backbone": "resnet", "task": "shapes32", "micro_batch": 3}, "tasks.0.micro_batch",
+         r"micro_batch \(3\) must divide the shapes32 recipe's batch size for resnet \(64\)"),
+        ({"backbone": "resnet", "task": "digits", "batch_size": 12, "micro_batch": 8}, "tasks.0.micro_batch",
+         r"micro_batch \(8\) must divide batch_size \(12\)"),
+        ({"backbone": "resnet", "task": "digits", "micro_batch": 0}, "tasks.0.micro_batch", "greater than"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            SearchConfig.model_validate({"tasks": [task]})
+        assert error_locs({"tasks": [task]}) == [loc]
+    ok = SearchConfig.model_validate(
+        {"tasks": [{"backbone": "resnet", "task": "digits", "batch_size": 12, "micro_batch": 3}]})
+    assert ok.eval_spec().tasks[0].config.micro_batch == 3
+
+
+def test_a_micro_batch_task_is_its_own_objective() -> None:
+    cfg = SearchConfig.model_validate({"tasks": [
+        {"backbone": "resnet", "task": "shapes32"},
+        {"backbone": "resnet", "task": "shapes32", "micro_batch": 4}],
+        "heldout_tasks": [{"backbone": "resnet", "task": "digits", "micro_batch": 4}]})
+    assert cfg.objectives == ["resnet:shapes32", "resnet:shapes32@mb4"]
+    spec = cfg.eval_spec()
+    assert spec.objectives == tuple(cfg.objectives)
+    assert [(t.task, t.label, t.config.micro_batch) for t in spec.tasks] == [
+        ("shapes32", "shapes32", None), ("shapes32", "shapes32@mb4", 4)]
+    assert spec.heldout_tasks[0].objective == "resnet:digits@mb4"
+    # held out means: not an objective, and the micro-batch is part of what that compares
+    with pytest.raises(ValidationError, match=r"heldout_tasks \['resnet:shapes32@mb4'\]"):
+        SearchConfig.model_validate({"tasks": cfg.model_dump()["tasks"],
+                                     "heldout_tasks": [{"backbone": "resnet", "task": "shapes32",
+                                                        "micro_batch": 4}]})
+    held = [{"backbone": "resnet", "task": "shapes32", "micro_batch": 4}]
+    SearchConfig.model_validate({"tasks": [{"backbone": "resnet", "task": "shapes32"}], "heldout_tasks": held})
+
+
+def test_a_config_without_micro_batch_reads_as_before() -> None:
+    cfg = load_config("quick")
+    assert cfg.objectives == ["mobilenet:shapes32", "transformer:pydoc_chars"]
+    assert all(t.micro_batch is None and t.label == t.task for t in cfg.tasks)
+    assert "micro_batch" not in cfg.model_dump(exclude_unset=True)["tasks"][0]
+
