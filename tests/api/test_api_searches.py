@@ -187,6 +187,17 @@ def test_micro_batch_launches_as_its_own_objective_and_a_bad_one_is_422(client: 
     assert "micro_batch" in schema and "@mb" in schema["micro_batch"]["description"]
 
 
+def test_the_small_batch_preset_launches(client: TestClient) -> None:
+    presets = client.get("/api/presets").json()["presets"]
+    assert any(t.get("micro_batch") for t in presets["cluster"]["tasks"])
+    tasks = presets["small_batch"]["tasks"]
+    assert any(t.get("micro_batch") for t in tasks) and any("micro_batch" not in t for t in tasks)
+    r = client.post("/api/searches", json={"preset": "small_batch", "budget": 3})
+    assert r.status_code == 201, r.text
+    assert any("@mb" in o for o in client.get(f"/api/searches/{r.json()['id']}").json()["objectives"])
+    assert fields(client.post("/api/searches", json={"preset": "tiny"})) == {"preset"}
+
+
 @pytest.mark.parametrize("params, field", [
     ({"limit": 0}, "limit"), ({"limit": 10_000}, "limit"), ({"offset": -1}, "offset"),
     ({"sort": "formula"}, "sort"), ({"status": "done"}, "status.0"), ({"after": -5}, "after"),

@@ -107,3 +107,30 @@ def test_a_config_without_micro_batch_reads_as_before() -> None:
     assert all(t.micro_batch is None and t.label == t.task for t in cfg.tasks)
     assert "micro_batch" not in cfg.model_dump(exclude_unset=True)["tasks"][0]
 
+
+def test_the_small_batch_objectives_are_in_the_presets() -> None:
+    cluster = load_config("cluster")
+    micro = [t for t in cluster.tasks if t.micro_batch is not None]
+    assert micro and all(t.objective.endswith(f"@mb{t.micro_batch}") for t in micro)
+    small = load_config("small_batch")
+    assert any(t.micro_batch is None for t in small.tasks) and any(t.micro_batch for t in small.tasks)
+    assert len(set(small.objectives)) == len(small.objectives)
+    # overriding the tasks keeps a held-out task only while it is not one of them, micro-batch included
+    held = small.heldout_tasks[0]
+    same = load_config("small_batch", {"tasks": [held.model_dump(exclude_defaults=True)]})
+    assert same.heldout_tasks == []
+    full = {**held.model_dump(exclude_defaults=True), "micro_batch": None}
+    other = load_config("small_batch", {"tasks": [full]})
+    assert other.heldout_tasks == [held]
+
+
+def test_a_stored_config_that_no_longer_validates_still_names_its_micro_batch_objectives(tmp_path) -> None:
+    from db import Store
+    from evonorm_search.domain import SearchView
+
+    tasks = [{"backbone": "resnet", "task": "digits"},
+             {"backbone": "resnet", "task": "digits", "micro_batch": 4}]
+    with Store(str(tmp_path / "s.db")) as store:
+        record = store.create_search("legacy", {"old_field": 1, "tasks": tasks}, seed=0)
+    view = SearchView.of(record)
+    assert view.config is None and view.objectives.names == ["resnet:digits", "resnet:digits@mb4"]
