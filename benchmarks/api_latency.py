@@ -80,7 +80,7 @@ def seed(store: Store, n: int, batch: int = 2000) -> int:
                                                  rejection_reason="bench"))
             else:
                 acc = (rng.betavariate(2, 5), rng.betavariate(2, 5))
-                evals = [NewEvaluation(t.backbone, t.task, {"accuracy": a, "loss": 1.0}, wall_s=30.0)
+                evals = [NewEvaluation(t.backbone, t.label, {"accuracy": a, "loss": 1.0}, wall_s=30.0)
                          for t, a in zip(cfg.tasks, acc, strict=True)]
                 outcomes.append(CandidateOutcome(c.id, CandidateStatus.EVALUATED, objectives=acc,
                                                  evaluations=evals))

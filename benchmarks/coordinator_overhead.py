@@ -37,7 +37,7 @@ def zero_screen(graph: str, spec: EvalSpec) -> Screening:
 def zero_evaluate(graph: str, spec: EvalSpec, rung: RungSpec, screening: Screening | None,
                   done: Any) -> RungResult:
     h = int(structural_hash(Graph.loads(graph))[:8], 16) / 16**8
-    runs = tuple(RunScore(t.objective, t.backbone, t.task, seed, steps, (h * (i + 1)) % 1, 1.0, False, None,
+    runs = tuple(RunScore(t.objective, t.backbone, t.label, seed, steps, (h * (i + 1)) % 1, 1.0, False, None,
                           0.0, 1.0, 1, heldout)
                  for i, (t, steps, seed, heldout) in enumerate(planned_runs(spec, rung)))
     return RungResult(rung.index, runs, worker="bench")

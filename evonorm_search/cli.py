@@ -260,7 +260,7 @@ def _unreachable(address: str, timeout_s: float = 5.0) -> str | None:
 @app.command()
 def run(
     config: Annotated[Path | None, typer.Option(help="Search config, JSON or YAML.")] = None,
-    preset: Annotated[str | None, typer.Option(help="quick | cluster")] = None,
+    preset: Annotated[str | None, typer.Option(help="quick | cluster | small_batch")] = None,
     budget: Annotated[int | None, typer.Option(min=1, help="Candidates to generate.")] = None,
     strategy: Annotated[str | None, typer.Option(help="evolution | random")] = None,
     seed: Annotated[int | None, typer.Option(help="Search seed.")] = None,

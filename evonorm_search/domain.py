@@ -24,7 +24,7 @@ from db import CandidateRecord, SearchRecord, Store
 from evonorm_search.config import SearchConfig
 from primitives import Graph, formula, structural_hash
 from primitives.compile import class_name_for
-from workers.objectives import Objective, Objectives, objectives_for, task_objective
+from workers.objectives import Objective, Objectives, objectives_for, task_label, task_objective
 
 SEED_PREFIX = "seed:"
 BASELINE_PREFIX = "baseline:"     # a baseline measured beside the proposals (`evonorm_search.runner`)
@@ -70,7 +70,8 @@ class SearchView:
             objectives = config.objective_list
         else:   # read what the old config says: its tasks, all maximised
             tasks = [t for t in record.config.get("tasks") or [] if isinstance(t, dict)]
-            objectives = objectives_for((t.get("backbone"), t.get("task")) for t in tasks)
+            objectives = objectives_for((t.get("backbone"), task_label(t.get("task"), t.get("micro_batch")))
+                                        for t in tasks)
         seeds = tuple(s for s in record.config.get("seed_with_zoo") or [] if isinstance(s, str))
         return cls(record, config, objectives, seeds)
 

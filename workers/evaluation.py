@@ -33,7 +33,7 @@ from workers.backbones import backbone_layout, build_backbone
 from workers.cost import relative_cost
 from workers.data import ImageData, TextData, get_task
 from workers.executors import worker_name
-from workers.objectives import Objectives, objectives_for, task_objective
+from workers.objectives import Objectives, objectives_for, task_label, task_objective
 from workers.rejection import Rejection, Stage, numeric_check, quality_check, stress_test
 from workers.train import TrainConfig, TrainResult, recipe_for, short_train, train
 
@@ -43,12 +43,17 @@ class ProxyTask:
     """One objective: a backbone trained on a data set with a fixed recipe."""
 
     backbone: str
-    task: str
+    task: str                       # the data set
     config: TrainConfig = field(default_factory=TrainConfig)
 
     @property
+    def label(self) -> str:
+        """The task's name in objectives and records: the data set, marked when it trains at micro-batches."""
+        return task_label(self.task, self.config.micro_batch)
+
+    @property
     def objective(self) -> str:
-        return task_objective(self.backbone, self.task)
+        return task_objective(self.backbone, self.label)
 
     @property
     def layout(self) -> str:
@@ -92,7 +97,7 @@ class EvalSpec:
 
     @property
     def objective_list(self) -> Objectives:
-        return objectives_for(((t.backbone, t.task) for t in self.tasks), self.measure_cost)
+        return objectives_for(((t.backbone, t.label) for t in self.tasks), self.measure_cost)
 
     @property
     def objectives(self) -> tuple[str, ...]:
@@ -111,7 +116,7 @@ class EvalSpec:
 class TaskScore:
     objective: str
     backbone: str
-    task: str
+    task: str           # the task's label (`ProxyTask.label`): the data set, marked at micro-batches
     accuracy: float
     loss: float
     steps: int
@@ -121,7 +126,7 @@ class TaskScore:
 
     @classmethod
     def of(cls, task: ProxyTask, r: TrainResult) -> TaskScore:
-        return cls(task.objective, task.backbone, task.task, r.val_accuracy, r.val_loss, r.steps,
+        return cls(task.objective, task.backbone, task.label, r.val_accuracy, r.val_loss, r.steps,
                    r.steps_per_s, r.wall_time_s, r.num_params)
 
     def metrics(self) -> dict[str, Any]:

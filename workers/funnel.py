@@ -73,7 +73,7 @@ class RunScore:
 
     objective: str
     backbone: str
-    task: str
+    task: str                # the task's label (`ProxyTask.label`), as evaluation rows store it
     seed: int
     steps: int
     accuracy: float          # 0 for a diverged run
@@ -155,7 +155,7 @@ def train_rung(graph: Graph | Mapping[str, Any] | str, spec: EvalSpec, rung: Run
                     continue
                 config: TrainConfig = replace(task.config, steps=steps)
                 r = train(_factory(g, spec, task.layout), task.backbone, task.task, config, seed)
-                runs.append(RunScore(task.objective, task.backbone, task.task, seed, steps, r.val_accuracy,
+                runs.append(RunScore(task.objective, task.backbone, task.label, seed, steps, r.val_accuracy,
                                      r.val_loss, r.diverged, r.reason, r.wall_time_s, r.steps_per_s,
                                      r.num_params, heldout))
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -33,6 +33,11 @@ from primitives.zoo import ZOO
 router = APIRouter(tags=["searches"])
 
 SearchId = Annotated[int, Path(ge=1, le=MAX_ID, description="Search id")]
+
+if TYPE_CHECKING:
+    PresetName = str
+else:
+    PresetName = Literal[tuple(PRESETS)]    # the config's presets: pydantic checks, the schema lists them
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody, "description": "No such search"}}
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
@@ -71,7 +76,7 @@ def _storable(config: SearchConfig) -> None:
 class LaunchRequest(SearchConfig):
     """A search config; with `preset`, the preset's config with the fields given here on top."""
 
-    preset: Literal["quick", "cluster"] | None = Field(
+    preset: PresetName | None = Field(
         None, description="Start from this preset (`GET /api/presets`); the other fields given override it")
 
 

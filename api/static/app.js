@@ -263,13 +263,16 @@ function addTaskRow(form, task, options) {
   row.innerHTML = `<label>backbone<select name="t_backbone">${backbones}</select></label>
     <label>data<select name="t_task">${tasks}</select></label>
     <label>steps<input name="t_steps" type="number" min="1" placeholder="recipe" value="${task.steps ?? ""}"></label>
+    <label title="Images (or sequences) per forward pass; the gradients of a batch's micro-batches add up to one step, so batch statistics see only these. Must divide the batch size; another objective (task@mbN).">micro-batch<input name="t_micro_batch" type="number" min="1" placeholder="batch" value="${task.micro_batch ?? ""}"></label>
     <button type="button" title="remove">✕</button>`;
   row.querySelector("button").addEventListener("click", () => row.remove());
   $("#tasks", form).appendChild(row);
 }
 
 function readForm(form) {
-  const cfg = {};
+  // A named preset goes along: what the form does not show (rungs, held-out tasks, baselines, resources)
+  // comes from it, and the fields the form shows override it.
+  const cfg = form.preset.value === "default" ? {} : { preset: form.preset.value };
   for (const name of ["name", "strategy"]) cfg[name] = form[name].value;
   for (const name of ["budget", "population_size", "tournament_size", "in_flight", "seed"]) {
     if (form[name].value !== "") cfg[name] = Number(form[name].value);
@@ -280,6 +283,8 @@ function readForm(form) {
     const t = { backbone: row.querySelector('[name="t_backbone"]').value, task: row.querySelector('[name="t_task"]').value };
     const steps = row.querySelector('[name="t_steps"]').value;
     if (steps !== "") t.steps = Number(steps);
+    const micro = row.querySelector('[name="t_micro_batch"]').value;
+    if (micro !== "") t.micro_batch = Number(micro);
     return t;
   });
   if (form.extra.value.trim()) Object.assign(cfg, JSON.parse(form.extra.value));
@@ -306,9 +311,14 @@ async function launch(form, options) {
     errors.textContent = errorText(err);
     if (err instanceof ApiError && Array.isArray(err.body?.detail)) {
       for (const d of err.body.detail) {
-        const top = String(d.field || "").split(/[.[]/)[0];
-        const el = form.querySelector(`[data-field="${CSS.escape(top)}"]`);
+        const path = String(d.field || "").split(/[.[\]]+/);
+        const el = form.querySelector(`[data-field="${CSS.escape(path[0])}"]`);
         if (el) el.classList.add("invalid");
+        if (path[0] === "tasks" && path.length > 2) {   // tasks.0.micro_batch: that row's input too
+          const row = form.querySelectorAll(".task-row")[Number(path[1])];
+          const input = row?.querySelector(`[name="t_${CSS.escape(path[2])}"]`);
+          if (input) input.classList.add("invalid");
+        }
       }
     }
   } finally {

@@ -61,7 +61,7 @@ def rung_fn(evaluate_like: Any, climb_delay_s: float = 0.0) -> Any:
                 continue
             i = next((k for k, t in enumerate(spec.tasks) if t.objective == task.objective), 50)
             acc = base.get(task.objective, score(fp, i)) + _noise(fp, seed)
-            runs.append(RunScore(task.objective, task.backbone, task.task, seed, steps, acc, 1.0, False, None,
+            runs.append(RunScore(task.objective, task.backbone, task.label, seed, steps, acc, 1.0, False, None,
                                  0.01, 100.0, 1000, heldout))
         return RungResult(rung.index, tuple(runs), cost=cost, worker=worker_name())
 
@@ -78,7 +78,7 @@ def fake_evaluate(graph: Any, spec: EvalSpec, cache: Any = None, screening: Scre
     if score(fp, 99) < 0.2:
         return EvaluationResult("rejected", fp, rejection=Rejection(Stage.QUALITY, "fake: too poor"),
                                 worker=worker_name())
-    scores = tuple(TaskScore(t.objective, t.backbone, t.task, score(fp, i), 1.0, 10, 100.0, 0.01, 1000)
+    scores = tuple(TaskScore(t.objective, t.backbone, t.label, score(fp, i), 1.0, 10, 100.0, 0.01, 1000)
                    for i, t in enumerate(spec.tasks))
     cost = 0.5 + 1.5 * score(fp, 77) if getattr(spec, "measure_cost", False) else None
     return EvaluationResult("evaluated", fp, scores, worker=worker_name(), cost=cost)

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from api.app import create_app
+from evonorm_search.config import load_config
 from evonorm_search.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
@@ -124,6 +125,39 @@ def test_launch_watch_open_download(page: Any, tmp_path: Path) -> None:
     y = layer(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     assert page.errors == [], page.errors
+
+
+def test_launch_form_sets_a_micro_batch_per_task(page: Any, tmp_path: Path) -> None:
+    """The small_batch preset fills a task row's micro-batch; a micro-batch that does not divide the
+    batch comes back as an error on that row's field; a good one launches a search with the preset's
+    baselines and a `@mb` objective."""
+    import httpx
+
+    app = create_app(Settings(db_url=str(tmp_path / "micro.db"), executor="inprocess"),
+                     runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server:
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-view=searches]")
+        form = page.locator("#launch")
+        form.locator("select[name=preset]").select_option("small_batch")
+        micro = form.locator(".task-row input[name=t_micro_batch]")
+        values = [micro.nth(i).input_value() for i in range(micro.count())]
+        assert "" in values and any(v for v in values), values      # full batch and micro-batch rows
+        row = values.index("")
+        micro.nth(row).fill("3")
+        form.locator("input[name=budget]").fill("6")
+        page.click("#launch-button")
+        page.wait_for_function("document.querySelector('#launch-errors').textContent.includes('micro_batch')")
+        assert f"tasks.{row}.micro_batch" in page.inner_text("#launch-errors")
+        assert "invalid" in (micro.nth(row).get_attribute("class") or "")
+        micro.nth(row).fill("8")
+        page.click("#launch-button")
+        page.wait_for_selector("body[data-view=search]", timeout=30_000)
+        search = httpx.get(f"{server.url}/api/searches/1", timeout=30).json()
+    assert "mobilenet:shapes32@mb8" in search["objectives"]
+    assert search["config"]["baselines"] == load_config("small_batch").baselines
+    expected = "the server responded with a status of 422"       # the console's line for the bad launch
+    assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 1, page.errors
 
 
 def test_faults_are_listed_and_arrive_live_and_a_failed_search_offers_resume(page: Any, tmp_path: Path) -> None:

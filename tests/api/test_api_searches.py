@@ -161,6 +161,43 @@ def test_launch_422_names_each_bad_field(finished: tuple[TestClient, int]) -> No
                        ).status_code == 400   # as the OpenAPI says: not JSON at all
 
 
+def test_micro_batch_launches_as_its_own_objective_and_a_bad_one_is_422(client: TestClient) -> None:
+    """A task at micro-batches of 4 beside the same task at the full batch: two objectives, each run
+    recorded under its own task; a micro-batch that does not divide the batch is a 422 on its field."""
+    full = {"backbone": "resnet", "task": "shapes32"}
+    bad = [({**full, "micro_batch": 3}, "must divide the shapes32 recipe's batch size for resnet (64)"),
+           ({**full, "micro_batch": 0}, "greater than or equal to 1"),
+           ({**full, "batch_size": 10, "micro_batch": 4}, "must divide batch_size (10)"),
+           ({**full, "micro_batch": "4"}, "valid integer")]
+    for task, msg in bad:
+        r = client.post("/api/searches", json={**TINY, "tasks": [full, task]})
+        assert fields(r) == {"tasks.1.micro_batch"}, task
+        assert msg in r.json()["detail"][0]["msg"]
+    r = client.post("/api/searches", json={**TINY, "budget": 12, "tasks": [full, {**full, "micro_batch": 4}]})
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    s = wait_status(client, sid, "finished")
+    assert s["objectives"] == ["resnet:shapes32", "resnet:shapes32@mb4"]
+    assert s["config"]["tasks"][1]["micro_batch"] == 4 and "micro_batch" not in s["config"]["tasks"][0]
+    best = client.get(f"/api/searches/{sid}/candidates", params={"status": "evaluated"}).json()["items"][0]
+    evaluations = client.get(f"/api/candidates/{best['id']}").json()["evaluations"]
+    seen = {(e["task"], e["objective"]) for e in evaluations}
+    assert {("shapes32", "resnet:shapes32"), ("shapes32@mb4", "resnet:shapes32@mb4")} <= seen
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TaskConfig"]["properties"]
+    assert "micro_batch" in schema and "@mb" in schema["micro_batch"]["description"]
+
+
+def test_the_small_batch_preset_launches(client: TestClient) -> None:
+    presets = client.get("/api/presets").json()["presets"]
+    assert any(t.get("micro_batch") for t in presets["cluster"]["tasks"])
+    tasks = presets["small_batch"]["tasks"]
+    assert any(t.get("micro_batch") for t in tasks) and any("micro_batch" not in t for t in tasks)
+    r = client.post("/api/searches", json={"preset": "small_batch", "budget": 3})
+    assert r.status_code == 201, r.text
+    assert any("@mb" in o for o in client.get(f"/api/searches/{r.json()['id']}").json()["objectives"])
+    assert fields(client.post("/api/searches", json={"preset": "tiny"})) == {"preset"}
+
+
 @pytest.mark.parametrize("params, field", [
     ({"limit": 0}, "limit"), ({"limit": 10_000}, "limit"), ({"offset": -1}, "offset"),
     ({"sort": "formula"}, "sort"), ({"status": "done"}, "status.0"), ({"after": -5}, "after"),

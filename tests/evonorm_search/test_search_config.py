@@ -62,3 +62,75 @@ def test_overrides_reach_the_eval_spec() -> None:
     assert spec.tasks[0].config.steps == 17 and spec.tasks[0].config.lr == 0.05
     assert spec.stability is False and spec.quality_steps == 9 and spec.eps == 1e-3
     assert spec.layouts == ("nchw",)
+
+
+def test_micro_batch_is_validated_against_the_batch_and_names_its_field() -> None:
+    # shapes32's recipe trains batches of 64; digits' too, and a task's own batch_size wins
+    for task, loc, match in [
+        ({"backbone": "resnet", "task": "shapes32", "micro_batch": 3}, "tasks.0.micro_batch",
+         r"micro_batch \(3\) must divide the shapes32 recipe's batch size for resnet \(64\)"),
+        ({"backbone": "resnet", "task": "digits", "batch_size": 12, "micro_batch": 8}, "tasks.0.micro_batch",
+         r"micro_batch \(8\) must divide batch_size \(12\)"),
+        ({"backbone": "resnet", "task": "digits", "micro_batch": 0}, "tasks.0.micro_batch", "greater than"),
+    ]:
+        with pytest.raises(ValidationError, match=match):
+            SearchConfig.model_validate({"tasks": [task]})
+        assert error_locs({"tasks": [task]}) == [loc]
+    ok = SearchConfig.model_validate(
+        {"tasks": [{"backbone": "resnet", "task": "digits", "batch_size": 12, "micro_batch": 3}]})
+    assert ok.eval_spec().tasks[0].config.micro_batch == 3
+
+
+def test_a_micro_batch_task_is_its_own_objective() -> None:
+    cfg = SearchConfig.model_validate({"tasks": [
+        {"backbone": "resnet", "task": "shapes32"},
+        {"backbone": "resnet", "task": "shapes32", "micro_batch": 4}],
+        "heldout_tasks": [{"backbone": "resnet", "task": "digits", "micro_batch": 4}]})
+    assert cfg.objectives == ["resnet:shapes32", "resnet:shapes32@mb4"]
+    spec = cfg.eval_spec()
+    assert spec.objectives == tuple(cfg.objectives)
+    assert [(t.task, t.label, t.config.micro_batch) for t in spec.tasks] == [
+        ("shapes32", "shapes32", None), ("shapes32", "shapes32@mb4", 4)]
+    assert spec.heldout_tasks[0].objective == "resnet:digits@mb4"
+    # held out means: not an objective, and the micro-batch is part of what that compares
+    with pytest.raises(ValidationError, match=r"heldout_tasks \['resnet:shapes32@mb4'\]"):
+        SearchConfig.model_validate({"tasks": cfg.model_dump()["tasks"],
+                                     "heldout_tasks": [{"backbone": "resnet", "task": "shapes32",
+                                                        "micro_batch": 4}]})
+    held = [{"backbone": "resnet", "task": "shapes32", "micro_batch": 4}]
+    SearchConfig.model_validate({"tasks": [{"backbone": "resnet", "task": "shapes32"}], "heldout_tasks": held})
+
+
+def test_a_config_without_micro_batch_reads_as_before() -> None:
+    cfg = load_config("quick")
+    assert cfg.objectives == ["mobilenet:shapes32", "transformer:pydoc_chars"]
+    assert all(t.micro_batch is None and t.label == t.task for t in cfg.tasks)
+    assert "micro_batch" not in cfg.model_dump(exclude_unset=True)["tasks"][0]
+
+
+def test_the_small_batch_objectives_are_in_the_presets() -> None:
+    cluster = load_config("cluster")
+    micro = [t for t in cluster.tasks if t.micro_batch is not None]
+    assert micro and all(t.objective.endswith(f"@mb{t.micro_batch}") for t in micro)
+    small = load_config("small_batch")
+    assert any(t.micro_batch is None for t in small.tasks) and any(t.micro_batch for t in small.tasks)
+    assert len(set(small.objectives)) == len(small.objectives)
+    # overriding the tasks keeps a held-out task only while it is not one of them, micro-batch included
+    held = small.heldout_tasks[0]
+    same = load_config("small_batch", {"tasks": [held.model_dump(exclude_defaults=True)]})
+    assert same.heldout_tasks == []
+    full = {**held.model_dump(exclude_defaults=True), "micro_batch": None}
+    other = load_config("small_batch", {"tasks": [full]})
+    assert other.heldout_tasks == [held]
+
+
+def test_a_stored_config_that_no_longer_validates_still_names_its_micro_batch_objectives(tmp_path) -> None:
+    from db import Store
+    from evonorm_search.domain import SearchView
+
+    tasks = [{"backbone": "resnet", "task": "digits"},
+             {"backbone": "resnet", "task": "digits", "micro_batch": 4}]
+    with Store(str(tmp_path / "s.db")) as store:
+        record = store.create_search("legacy", {"old_field": 1, "tasks": tasks}, seed=0)
+    view = SearchView.of(record)
+    assert view.config is None and view.objectives.names == ["resnet:digits", "resnet:digits@mb4"]

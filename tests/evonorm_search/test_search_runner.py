@@ -100,6 +100,33 @@ def test_search_runs_to_budget_and_reuses_duplicates(store: Store) -> None:
     assert all(c.generation == 1 + max(by_id[p].generation for p in c.parent_ids) for c in children)
 
 
+def test_tasks_differing_only_in_micro_batch_are_objectives_whose_runs_never_mix(store: Store) -> None:
+    """The same backbone and data set at the full batch and at micro-batches of 4 in one search: two
+    objectives, each candidate's rows labelled with their own task, and the funnel rebuilt from the
+    store (as a resumed runner and every reader do) gives each objective its own runs back."""
+    from evonorm_search.funnel import funnel_for, runs_of
+
+    tasks = [{"backbone": "mobilenet", "task": "shapes32"},
+             {"backbone": "mobilenet", "task": "shapes32", "micro_batch": 4}]
+    sid = new_search(store, budget=24, tasks=tasks)
+    result = SearchRunner(store, sid, InProcessExecutor(), rung_fn=search_fakes.FAKE_RUNG).run()
+    assert result.status is SearchStatus.FINISHED
+    assert_each_finished_once(store, sid, 24, tasks=2)
+    cfg = SearchConfig.model_validate(store.get_search(sid).config)
+    assert cfg.objectives == ["mobilenet:shapes32", "mobilenet:shapes32@mb4"]
+    rows = [c for c in all_candidates(store, sid)
+            if c.status is CandidateStatus.EVALUATED and c.reused_from is None]
+    evals = store.evaluations_for_candidates([c.id for c in rows])
+    assert {e.task for es in evals.values() for e in es} == {"shapes32", "shapes32@mb4", "digits"}
+    funnel = funnel_for(cfg)
+    for c in rows:
+        funnel.add(c.id, runs_of(evals[c.id]).items())
+        assert c.rung is not None and c.objectives is not None
+        assert [e.mean for e in funnel.estimates(c.id, c.rung)] == pytest.approx(c.objectives)
+    # the fake scores the two objectives independently; runs under one key would make them equal
+    assert sum(abs(c.objectives[0] - c.objectives[1]) > 0.05 for c in rows) >= len(rows) // 2 > 0
+
+
 def test_same_seed_same_search(tmp_path: Path) -> None:
     def run(path: Path) -> list[tuple[str, str | None]]:
         s = Store(str(path))

@@ -117,3 +117,21 @@ def test_micro_batches_add_up_to_the_same_step_for_a_batch_independent_layer():
 
     assert run("layernorm", 4) == pytest.approx(run("layernorm", None), rel=1e-4)
     assert run("bn_relu", 4) != pytest.approx(run("bn_relu", None), rel=1e-4)
+
+
+def test_a_micro_batch_task_is_another_objective_whose_runs_never_stand_in_for_the_full_batch():
+    """Two tasks that differ only in micro_batch: distinct objectives and labels, and a run of one
+    (in `done`) never counts as a run of the other."""
+    micro = ProxyTask("resnet", "digits", replace(TINY, batch_size=16, micro_batch=4))
+    full = ProxyTask("resnet", "digits", replace(TINY, batch_size=16))
+    spec = EvalSpec(tasks=(full, micro), stability_steps=3)
+    assert spec.objectives == ("resnet:digits", "resnet:digits@mb4")
+    assert (full.label, micro.label) == ("digits", "digits@mb4")
+    rung = RungSpec(1, 0.25, (0,))        # 3 steps
+    r = train_rung(BN_RELU, spec, rung)
+    assert [(x.objective, x.backbone, x.task, x.steps, x.seed) for x in r.runs] == [
+        ("resnet:digits", "resnet", "digits", 3, 0), ("resnet:digits@mb4", "resnet", "digits@mb4", 3, 0)]
+    assert r.runs[0].loss != r.runs[1].loss         # BN-ReLU's statistics saw 16, then 4 images
+    again = train_rung(BN_RELU, spec, rung, None, frozenset({r.runs[0].key}))
+    assert [x.key for x in again.runs] == [r.runs[1].key]
+    assert again.runs[0].loss == r.runs[1].loss
