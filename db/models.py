@@ -222,3 +222,26 @@ class RerankResult(Base):
     backbone: Mapped[str] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RerankTrial(Base):
+    """One finished trial of a re-ranking (a layer at one lr and seed on one objective), written as it ends.
+
+    `key` is a hash of everything that decides the trial's training (objective, task config and steps,
+    graph, eps, lr, seed): a re-ranking run again skips the keys it finds here (`evonorm_search.rerank`).
+    """
+
+    __tablename__ = "rerank_trials"
+    __table_args__ = (
+        CheckConstraint("(candidate_id IS NULL) <> (zoo_layer IS NULL)", name="candidate_xor_zoo_layer"),
+        UniqueConstraint("search_id", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    candidate_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("candidates.id"))
+    zoo_layer: Mapped[str | None] = mapped_column(String(128))
+    objective: Mapped[str] = mapped_column(String(128))
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
