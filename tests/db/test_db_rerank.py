@@ -81,8 +81,8 @@ def test_trials_are_put_one_by_one_and_a_key_is_replaced(store):
     search = store.create_search("s", {})
     other = store.create_search("o", {})
     [cand] = store.add_candidates(search.id, [NewCandidate("{}", "h")])
-    first = store.put_rerank_trial(search.id, NewRerankTrial("k1", "resnet:digits", {"accuracy": 0.5, "final": True},
-                                                             candidate_id=cand.id))
+    done = {"accuracy": 0.5, "final": True}
+    first = store.put_rerank_trial(search.id, NewRerankTrial("k1", "resnet:digits", done, candidate_id=cand.id))
     second = store.put_rerank_trial(search.id, NewRerankTrial("k2", "resnet:digits", {"accuracy": None},
                                                               zoo_layer="bn_relu"))
     assert first.key == "k1" and first.candidate_id == cand.id and first.metrics["final"] is True

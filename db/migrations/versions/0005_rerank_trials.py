@@ -38,7 +38,8 @@ def upgrade() -> None:
                            name=op.f("ck_rerank_trials_candidate_xor_zoo_layer")),
         sa.ForeignKeyConstraint(["candidate_id"], ["candidates.id"],
                                 name=op.f("fk_rerank_trials_candidate_id_candidates")),
-        sa.ForeignKeyConstraint(["search_id"], ["searches.id"], name=op.f("fk_rerank_trials_search_id_searches")),
+        sa.ForeignKeyConstraint(["search_id"], ["searches.id"],
+                                name=op.f("fk_rerank_trials_search_id_searches")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rerank_trials")),
         sa.UniqueConstraint("search_id", "key", name=op.f("uq_rerank_trials_search_id_key")),
     )
