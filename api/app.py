@@ -19,10 +19,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from starlette.datastructures import Headers
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.staticfiles import NotModifiedResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import AppState
@@ -61,6 +63,9 @@ TAGS = [
 
 
 def _warm(state: AppState, n: int) -> None:
+    dashboard.precompress()
+    if not n:
+        return
     try:
         for search in state.store.list_searches(limit=n):
             snapshot(state, search)
@@ -94,8 +99,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
         resumed = await run_in_threadpool(coordinator.start)
         if resumed:
             log.info("resumed searches %s", resumed)
-        if warm_fronts:
-            threading.Thread(target=_warm, args=(state, warm_fronts), daemon=True, name="warm-fronts").start()
+        # the dashboard's compressed assets and the newest fronts, ahead of the first page load
+        threading.Thread(target=_warm, args=(state, warm_fronts), daemon=True, name="warm-up").start()
         try:
             yield
         finally:
@@ -122,13 +127,27 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None,
 
 
 class CachedStaticFiles(StaticFiles):
-    """Static files a browser may keep: versioned vendor bundles for a year, the page's own script and
-    style revalidated on each load (a 304 via their ETag) so a new release shows at once."""
+    """The dashboard's script and style: revalidated on each load (a 304 via their ETag, no body), so a new
+    release shows at once.
+
+    Scripts and styles go out gzip-compressed from memory, compressed once per file version
+    (`dashboard.gzipped`), not on every request by GZipMiddleware in the event loop, where a first
+    page load's API calls wait behind it.
+    """
 
     def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Any:
-        response = super().file_response(full_path, stat_result, scope, status_code)
-        vendor = str(full_path).replace("\\", "/").rsplit("/", 2)[-2] == "vendor"
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if vendor else "no-cache"
+        request = Headers(scope=scope)
+        response: Response = FileResponse(full_path, status_code=status_code, stat_result=stat_result)
+        if (scope.get("method") == "GET" and status_code == 200 and "range" not in request
+                and "gzip" in request.get("accept-encoding", "") and dashboard.compressible(str(full_path))):
+            headers = {"etag": response.headers["etag"].rstrip('"') + '-gzip"',   # another representation
+                       "last-modified": response.headers["last-modified"], "content-encoding": "gzip",
+                       "vary": "Accept-Encoding"}
+            body = dashboard.gzipped(str(full_path), stat_result.st_mtime_ns, stat_result.st_size)
+            response = Response(body, media_type=response.media_type, headers=headers)
+        response.headers["Cache-Control"] = "no-cache"
+        if self.is_not_modified(response.headers, request):
+            return NotModifiedResponse(response.headers)
         return response
 
 

@@ -12,10 +12,11 @@ warm-up request (the first read of a search's front catches up with its
 event log once; its time is reported as `front_cold_ms`). Target: p99 under
 50 ms for the front and candidates endpoints.
 
-Time to first render: headless Chromium (/usr/bin/chromium) opens
+Time to usable: headless Chromium (/usr/bin/chromium) opens
 `/#/search/<id>`; the dashboard stamps `performance.now()` when the front
-plot and the first table page are drawn. Reported: first visit (cold
-browser cache: plotly.js is 4.8 MB) and the median of the next visits.
+plot and the first table page are drawn. Reported: first visits (each with
+an empty browser cache) and warm reloads, medians
+(`benchmarks.dashboard_first_render` measures it alone, with a breakdown).
 
     python -m benchmarks.api_latency [--candidates 100000] [--requests 300] [--pg URL]
 """
@@ -27,7 +28,6 @@ import json
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -148,26 +148,15 @@ def measure(client: httpx.Client, requests: dict[str, str], n: int) -> dict[str,
 
 
 def first_render(url: str, visits: int = 4) -> dict[str, Any]:
+    """The dashboard's time to usable (benchmarks.dashboard_first_render has the details)."""
     if shutil.which(CHROMIUM) is None:
         return {"skipped": f"{CHROMIUM} not found"}
-    from playwright.sync_api import sync_playwright
+    from benchmarks.dashboard_first_render import time_to_usable
 
-    times = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 950})
-        for _ in range(visits):
-            page.goto("about:blank")
-            page.goto(url)
-            page.wait_for_function("window.__evonorm && window.__evonorm.firstRender !== null", timeout=60_000)
-            times.append(page.evaluate("window.__evonorm.firstRender"))
-            rows = page.locator("#candidates tbody tr").count()
-            points = int(page.locator("#front-plot").get_attribute("data-points") or 0)
-        browser.close()
-    result = {"first_visit_ms": round(times[0], 1), "warm_median_ms": round(statistics.median(times[1:]), 1),
-              "visits_ms": [round(t, 1) for t in times], "table_rows": rows, "front_points": points}
-    print(f"  time to first render: first visit {result['first_visit_ms']} ms, "
-          f"then median {result['warm_median_ms']} ms ({points} front points, {rows} rows)")
+    result = time_to_usable(url, visits, warm=2)
+    print(f"  time to usable: first visit median {result['first_visit_median_ms']} ms, "
+          f"warm median {result['warm_median_ms']} ms ({result['front_points']} front points, "
+          f"{result['table_rows']} rows)")
     return result
 
 

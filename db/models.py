@@ -198,7 +198,10 @@ class Event(Base):
     """
 
     __tablename__ = "events"
-    __table_args__ = (Index(None, "search_id", "id"), {"sqlite_autoincrement": True})
+    # (search_id, kind, id): a search's faults without reading its whole log (a 100,000-candidate search has
+    # 100,000 candidate_finished events before its first fault)
+    __table_args__ = (Index(None, "search_id", "id"), Index(None, "search_id", "kind", "id"),
+                      {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     search_id: Mapped[int | None] = mapped_column(ForeignKey("searches.id"))
@@ -222,5 +225,28 @@ class RerankResult(Base):
     candidate_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("candidates.id"))
     zoo_layer: Mapped[str | None] = mapped_column(String(128))
     backbone: Mapped[str] = mapped_column(String(128))
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RerankTrial(Base):
+    """One finished trial of a re-ranking (a layer at one lr and seed on one objective), written as it ends.
+
+    `key` is a hash of everything that decides the trial's training (objective, task config and steps,
+    graph, eps, lr, seed): a re-ranking run again skips the keys it finds here (`evonorm_search.rerank`).
+    """
+
+    __tablename__ = "rerank_trials"
+    __table_args__ = (
+        CheckConstraint("(candidate_id IS NULL) <> (zoo_layer IS NULL)", name="candidate_xor_zoo_layer"),
+        UniqueConstraint("search_id", "key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    candidate_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("candidates.id"))
+    zoo_layer: Mapped[str | None] = mapped_column(String(128))
+    objective: Mapped[str] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -206,6 +206,20 @@ class RerankRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RerankTrialRecord:
+    """One finished re-ranking trial (see `Store.put_rerank_trial`)."""
+
+    id: int
+    search_id: int
+    key: str
+    candidate_id: int | None
+    zoo_layer: str | None
+    objective: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
 # -- inputs (in) ----------------------------------------------------------
 
 
@@ -331,3 +345,20 @@ class NewRerankResult:
     def __post_init__(self) -> None:
         if (self.candidate_id is None) == (self.zoo_layer is None):
             raise ValueError("NewRerankResult needs exactly one of candidate_id or zoo_layer")
+
+
+@dataclass(frozen=True, slots=True)
+class NewRerankTrial:
+    """One finished re-ranking trial: exactly one of `candidate_id`, `zoo_layer`; `key` names the trial."""
+
+    key: str
+    objective: str
+    metrics: Mapping[str, Any]
+    candidate_id: int | None = None
+    zoo_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.candidate_id is None) == (self.zoo_layer is None):
+            raise ValueError("NewRerankTrial needs exactly one of candidate_id or zoo_layer")
+        if not self.key or len(self.key) > 64:
+            raise ValueError("NewRerankTrial.key must be 1 to 64 characters")

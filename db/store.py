@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, Row, Table, bindparam, func, insert, select, update
+from sqlalchemy import Engine, Row, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, writer
 from db.errors import LeaseError, NotFoundError, RetryableStoreError, StoreError, TransitionError
 from db.migrate import current_revisions, ensure_schema, head_revisions
-from db.models import Base, Candidate, Evaluation, Event, RerankResult, Search, utcnow
+from db.models import Base, Candidate, Evaluation, Event, RerankResult, RerankTrial, Search, utcnow
 from db.records import (
     ENDED_SEARCH_STATUSES,
     SEARCH_TRANSITIONS,
@@ -51,7 +51,9 @@ from db.records import (
     NewCandidate,
     NewEvaluation,
     NewRerankResult,
+    NewRerankTrial,
     RerankRecord,
+    RerankTrialRecord,
     RungOutcome,
     SearchRecord,
     SearchStatus,
@@ -72,6 +74,7 @@ _evaluations: Table = Base.metadata.tables[Evaluation.__tablename__]
 _events: Table = Base.metadata.tables[Event.__tablename__]
 _searches: Table = Base.metadata.tables[Search.__tablename__]
 _rerank: Table = Base.metadata.tables[RerankResult.__tablename__]
+_rerank_trials: Table = Base.metadata.tables[RerankTrial.__tablename__]
 
 _CANDIDATE_ORDER_COLUMNS = {
     "id": _candidates.c.id,
@@ -1044,9 +1047,15 @@ class Store:
             stmt = select(_events).where(_events.c.id > after_id)
             if search_id is not None:
                 stmt = stmt.where(_events.c.search_id == search_id)
+            order: Any = _events.c.id
             if kinds is not None:
                 stmt = stmt.where(_events.c.kind.in_(sorted(str(k) for k in kinds)))
-            stmt = stmt.order_by(_events.c.id).limit(limit)
+                if search_id is not None:
+                    # `id + 0`: ordered by the (search_id, id) index, SQLite walked every event of the
+                    # search (100,000 for as many candidates) to find its few faults; this way it reads
+                    # them from (search_id, kind, id) and sorts those
+                    order = _events.c.id + 0
+            stmt = stmt.order_by(order).limit(limit)
             return [_event_record(r) for r in s.execute(stmt)]
 
         return self._run("events_after", fn, write=False)
@@ -1118,6 +1127,35 @@ class Store:
             return [_rerank_record(r) for r in s.execute(stmt)]
 
         return self._run("rerank_results", fn, write=False)
+
+    def put_rerank_trial(self, search_id: int, trial: NewRerankTrial) -> RerankTrialRecord:
+        """Record one finished re-ranking trial, replacing a row with the same key (a trial run again)."""
+
+        def fn(s: Session) -> RerankTrialRecord:
+            _get_search(s, search_id)
+            if trial.candidate_id is not None and s.scalar(
+                select(_candidates.c.search_id).where(_candidates.c.id == trial.candidate_id)
+            ) != search_id:
+                raise NotFoundError(f"search {search_id} has no candidate {trial.candidate_id}")
+            s.execute(delete(_rerank_trials).where(_rerank_trials.c.search_id == search_id,
+                                                   _rerank_trials.c.key == trial.key))
+            row = s.execute(insert(_rerank_trials).returning(*_rerank_trials.c), {
+                "search_id": search_id, "key": trial.key, "candidate_id": trial.candidate_id,
+                "zoo_layer": trial.zoo_layer, "objective": trial.objective, "metrics": dict(trial.metrics),
+                "created_at": utcnow()}).one()
+            return _rerank_trial_record(row)
+
+        return self._run("put_rerank_trial", fn, write=True, idempotent=True)
+
+    def rerank_trials(self, search_id: int) -> list[RerankTrialRecord]:
+        """The search's recorded re-ranking trials, oldest first."""
+
+        def fn(s: Session) -> list[RerankTrialRecord]:
+            stmt = select(_rerank_trials).where(_rerank_trials.c.search_id == search_id).order_by(
+                _rerank_trials.c.id)
+            return [_rerank_trial_record(r) for r in s.execute(stmt)]
+
+        return self._run("rerank_trials", fn, write=False)
 
 
 # -- helpers ---------------------------------------------------------------
@@ -1295,6 +1333,19 @@ def _rerank_record(r: Row[Any]) -> RerankRecord:
         candidate_id=r.candidate_id,
         zoo_layer=r.zoo_layer,
         backbone=r.backbone,
+        metrics=r.metrics,
+        created_at=r.created_at,
+    )
+
+
+def _rerank_trial_record(r: Row[Any]) -> RerankTrialRecord:
+    return RerankTrialRecord(
+        id=r.id,
+        search_id=r.search_id,
+        key=r.key,
+        candidate_id=r.candidate_id,
+        zoo_layer=r.zoo_layer,
+        objective=r.objective,
         metrics=r.metrics,
         created_at=r.created_at,
     )

@@ -556,24 +556,42 @@ def rerank(
                                                  "recipe lr x 0.5, 1, 2).")] = None,
     seeds: Annotated[str, typer.Option(help="Training seeds, e.g. 0,1,2.")] = "0,1",
     evals: Annotated[int, typer.Option(min=1, help="Validation reports per trial (ASHA's rungs).")] = 5,
+    baselines: Annotated[str | None, typer.Option(help="Zoo layers retrained beside the front, e.g. "
+                                                       "bn_relu,layernorm (default: bn_relu, gn_relu, "
+                                                       "layernorm, evonorm_b0, evonorm_s0).")] = None,
     cpus_per_trial: Annotated[float, typer.Option(min=0.01, help="CPUs reserved per trial.")] = 1.0,
     gpus_per_trial: Annotated[float, typer.Option(min=0, help="GPUs reserved per trial.")] = 0.0,
     db: Annotated[str | None, typer.Option(help="Database URL or SQLite path (default: settings).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (default: a local Ray).")]
     = None,
 ) -> None:
-    """Retrain the front's best layers and the zoo baselines longer, with an lr sweep (Ray Tune + ASHA)."""
+    """Retrain the front's best layers and the zoo baselines longer, with an lr sweep (Ray Tune + ASHA).
+
+    Each trial is recorded as it ends. SIGINT or SIGTERM stops the run (exit 130 / 143) with what it
+    finished kept; the same command again runs only the trials not yet recorded.
+    """
+    import signal
+
     from db import NotFoundError
-    from evonorm_search.rerank import RerankSettings, rerank_table, run_rerank
+    from evonorm_search.rerank import (
+        BASELINES,
+        ConsoleProgress,
+        RerankInterrupted,
+        RerankSettings,
+        StopSignals,
+        rerank_table,
+        run_rerank,
+    )
 
     parsed_lrs = _floats("--lrs", lrs)
     parsed_seeds = _floats("--seeds", seeds) or ()
     if any(s != int(s) or s < 0 for s in parsed_seeds):
         raise fail(f"--seeds: expected non-negative integers, got {seeds!r}")
+    zoo = BASELINES if baselines is None else tuple(n.strip() for n in baselines.split(",") if n.strip())
     try:
         settings = RerankSettings(top_k=top, steps=steps, steps_mult=steps_mult, lrs=parsed_lrs,
                                   seeds=tuple(int(s) for s in parsed_seeds), evals=evals,
-                                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+                                  cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, baselines=zoo)
     except ValueError as e:
         raise fail(str(e)) from None
     store = _open_store(db, create=False)
@@ -581,8 +599,22 @@ def rerank(
         store.get_search(search_id)
     except NotFoundError:
         raise fail(f"no search {search_id}") from None
-    with console.status(f"re-ranking search {search_id} on Ray Tune ..."):
-        records = run_rerank(store, search_id, settings, ray_address=ray_address)
+    stop = StopSignals()
+
+    def stopped(detail: str) -> typer.Exit:
+        signum = stop.signum or signal.SIGINT
+        err.print(f"rerank stopped by {signal.Signals(signum).name}: {detail}; run the same command again to "
+                  "resume", soft_wrap=True)
+        return typer.Exit(128 + signum)
+
+    try:
+        with stop, ConsoleProgress(console) as progress:
+            records = run_rerank(store, search_id, settings, ray_address=ray_address, progress=progress,
+                                 stop=stop)
+    except RerankInterrupted as e:
+        raise stopped(f"{e.recorded} of {e.total} trials recorded ({e.this_run} in this run)") from None
+    except KeyboardInterrupt:   # a second signal: stopped at once
+        raise stopped("the trials it finished are recorded") from None
     console.print(rerank_table(records))
     console.print(f"{len(records)} rows recorded for search {search_id} in {store.url}")
 

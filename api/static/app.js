@@ -12,11 +12,17 @@ function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
 function fmt(x, digits = 3) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
-function when(iso) { return iso ? new Date(iso).toLocaleString() : "–"; }
+// One formatter each, made once: toLocaleString() builds a new one per call, a table page's worth of them
+// showed up in the page's first render.
+const DATE_TIME = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "numeric", day: "numeric",
+  hour: "numeric", minute: "numeric", second: "numeric" });
+const DATE = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "numeric", day: "numeric" });
+const TIME = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "numeric", second: "numeric" });
+function when(iso) { return iso ? DATE_TIME.format(new Date(iso)) : "–"; }
 function short(iso) {
   if (!iso) return "–";
   const d = new Date(iso);
-  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleDateString();
+  return d.toDateString() === new Date().toDateString() ? TIME.format(d) : DATE.format(d);
 }
 function badge(status) { return `<span class="badge ${esc(status)}">${esc(status)}</span>`; }
 
@@ -135,6 +141,158 @@ function bindControls(root, after) {
     await control(b.dataset.search, b.dataset.action);
     after();
   }));
+}
+
+// -- plots ---------------------------------------------------------------------------------------------
+// The page's two plots (the front: a scatter with error bars and a staircase; the hypervolume: a step
+// line) drawn as plain SVG. plotly.js (1.2 MB even in its basic bundle) took most of a first visit's
+// time: its compile and its first draw were 60% of the page's main-thread work before it was usable.
+//
+// drawPlot(el, spec) — spec: { xTitle, yTitle, xFromZero, yFromZero, empty (a message: no axes),
+//   traces: [{ name, cls, mode: "markers" | "lines" | "stairs" | "stairs+markers", color, legend,
+//     points: [{ x, y, ex, ey, id, label, hover, symbol: "circle" | "diamond" | "star", color, size,
+//                hollow }] }],
+//   onClick(id) }. Hover shows a point's `hover` lines; clicking a point with an id calls onClick.
+
+function niceStep(span, count) {
+  const raw = span / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 2.5, 5, 10].map((f) => f * mag).find((s) => s >= raw * 0.999) || 10 * mag;
+}
+
+function axisRange(values, fromZero) {
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (fromZero) lo = Math.min(0, lo);
+  if (!(hi > lo)) { const d = Math.abs(hi) * 0.05 || 0.5; lo -= d; hi += d; }
+  const pad = (hi - lo) * 0.06;
+  return [fromZero && lo === 0 ? 0 : lo - pad, hi + pad];
+}
+
+function ticks([lo, hi], count) {
+  const step = niceStep(hi - lo, count);
+  const digits = Math.max(0, Math.min(6, -Math.floor(Math.log10(step) + 1e-9)));
+  const out = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push([v, v.toFixed(digits)]);
+  return out;
+}
+
+function symbolPath(symbol, x, y, size) {
+  const r = size / 2;
+  if (symbol === "diamond") return `M${x},${y - r * 1.3}L${x + r},${y}L${x},${y + r * 1.3}L${x - r},${y}Z`;
+  if (symbol === "star") {
+    let d = "";
+    for (let k = 0; k < 10; k++) {
+      const a = -Math.PI / 2 + (k * Math.PI) / 5, rr = k % 2 ? r * 0.45 : r;
+      d += `${k ? "L" : "M"}${(x + rr * Math.cos(a)).toFixed(2)},${(y + rr * Math.sin(a)).toFixed(2)}`;
+    }
+    return d + "Z";
+  }
+  return `M${x - r},${y}a${r},${r} 0 1,0 ${2 * r},0a${r},${r} 0 1,0 ${-2 * r},0Z`;
+}
+
+function drawPlot(el, spec) {
+  el._plot = spec;
+  el.classList.add("svgplot");
+  if (spec.empty) {
+    el.innerHTML = `<div class="plot-empty">${esc(spec.empty)}</div>`;
+    return;
+  }
+  const legend = spec.traces.filter((t) => t.legend);
+  const width = el.clientWidth || 600;
+  const height = (el.clientHeight || 300) - (legend.length ? 26 : 0);
+  const m = { l: 60, r: 14, t: 12, b: 44 };
+  const all = spec.traces.flatMap((t) => t.points);
+  const xr = axisRange(all.flatMap((p) => [p.x - (p.ex || 0), p.x + (p.ex || 0)]), spec.xFromZero);
+  const yr = axisRange(all.flatMap((p) => [p.y - (p.ey || 0), p.y + (p.ey || 0)]), spec.yFromZero);
+  const X = (v) => m.l + ((v - xr[0]) / (xr[1] - xr[0])) * (width - m.l - m.r);
+  const Y = (v) => height - m.b - ((v - yr[0]) / (yr[1] - yr[0])) * (height - m.t - m.b);
+  const f = (v) => v.toFixed(1);
+  const out = [`<rect class="bg" x="${m.l}" y="${m.t}" width="${width - m.l - m.r}" height="${height - m.t - m.b}"/>`];
+  for (const [v, text] of ticks(xr, Math.max(2, Math.floor((width - m.l - m.r) / 90)))) {
+    out.push(`<g class="xtick"><line x1="${f(X(v))}" x2="${f(X(v))}" y1="${m.t}" y2="${height - m.b}"/>` +
+      `<text x="${f(X(v))}" y="${height - m.b + 16}">${text}</text></g>`);
+  }
+  for (const [v, text] of ticks(yr, Math.max(2, Math.floor((height - m.t - m.b) / 50)))) {
+    out.push(`<g class="ytick"><line x1="${m.l}" x2="${width - m.r}" y1="${f(Y(v))}" y2="${f(Y(v))}"/>` +
+      `<text x="${m.l - 6}" y="${f(Y(v) + 4)}">${text}</text></g>`);
+  }
+  out.push(`<text class="axis-title" x="${f((m.l + width - m.r) / 2)}" y="${height - 6}">${esc(spec.xTitle)}</text>`);
+  out.push(`<text class="axis-title" transform="translate(14,${f((m.t + height - m.b) / 2)}) rotate(-90)">${esc(spec.yTitle)}</text>`);
+  const hovers = [];
+  spec.traces.forEach((t) => {
+    const g = [`<g class="trace ${esc(t.cls || "")}">`];
+    const pts = t.points;
+    if (t.mode.startsWith("stairs") || t.mode === "lines") {
+      let d = "";
+      pts.forEach((p, i) => {
+        if (!i) d += `M${f(X(p.x))},${f(Y(p.y))}`;
+        else if (t.mode.startsWith("stairs")) d += `H${f(X(p.x))}V${f(Y(p.y))}`;
+        else d += `L${f(X(p.x))},${f(Y(p.y))}`;
+      });
+      if (d) g.push(`<path class="line" d="${d}" stroke="${t.color}"/>`);
+    }
+    if (t.mode === "markers" || t.mode.endsWith("+markers")) {
+      for (const p of pts) {
+        const x = X(p.x), y = Y(p.y), color = p.color || t.color;
+        if (p.ex > 0) {
+          const a = f(X(p.x - p.ex)), b = f(X(p.x + p.ex));
+          g.push(`<path class="errorbar" stroke="${t.color}" d="M${a},${f(y)}H${b}M${a},${f(y - 4)}V${f(y + 4)}M${b},${f(y - 4)}V${f(y + 4)}"/>`);
+        }
+        if (p.ey > 0) {
+          const a = f(Y(p.y - p.ey)), b = f(Y(p.y + p.ey));
+          g.push(`<path class="errorbar" stroke="${t.color}" d="M${f(x)},${a}V${b}M${f(x - 4)},${a}H${f(x + 4)}M${f(x - 4)},${b}H${f(x + 4)}"/>`);
+        }
+      }
+      for (const p of pts) {
+        const x = X(p.x), y = Y(p.y), color = p.color || t.color;
+        const fill = p.hollow ? "none" : color, stroke = p.hollow ? p.stroke || color : p.stroke || "#fff";
+        hovers.push(p.hover || "");
+        g.push(`<path class="point${p.id ? " clickable" : ""}" data-i="${hovers.length - 1}" ${p.id ? `data-id="${p.id}"` : ""} ` +
+          `d="${symbolPath(p.symbol, x, y, p.size || 8)}" fill="${fill}" stroke="${stroke}" stroke-width="${p.hollow ? 2 : 1}"/>`);
+        if (p.label) g.push(`<text class="label" x="${f(x)}" y="${f(y - (p.size || 8) / 2 - 5)}" fill="${t.labelColor || color}">${esc(p.label)}</text>`);
+      }
+    }
+    g.push("</g>");
+    out.push(g.join(""));
+  });
+  const legendHtml = legend.length ? `<div class="plot-legend">${legend.map((t) => {
+    const p = t.points[0] || {};
+    const sym = `<svg width="18" height="16"><path d="${symbolPath(p.symbol || "circle", 9, 8, 10)}" fill="${p.hollow ? "none" : t.color}" stroke="${p.hollow ? t.color : "#fff"}" stroke-width="${p.hollow ? 1.5 : 1}"/></svg>`;
+    return `<span>${sym}${esc(t.name)}</span>`;
+  }).join("")}</div>` : "";
+  el.innerHTML = `<svg class="plot-svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">${out.join("")}</svg>` +
+    legendHtml + `<div class="plot-tip" hidden></div>`;
+  const tip = el.querySelector(".plot-tip");
+  el.querySelectorAll(".point").forEach((node) => {
+    node.addEventListener("mouseenter", () => {
+      const text = hovers[Number(node.dataset.i)];
+      if (!text) return;
+      tip.innerHTML = text.split("\n").map(esc).join("<br>");
+      const box = node.getBoundingClientRect(), host = el.getBoundingClientRect();
+      tip.hidden = false;
+      const left = box.right - host.left + 8;
+      tip.style.left = `${Math.min(left, host.width - tip.offsetWidth - 4)}px`;
+      tip.style.top = `${Math.max(0, box.top - host.top - tip.offsetHeight - 4)}px`;
+    });
+    node.addEventListener("mouseleave", () => { tip.hidden = true; });
+    if (node.dataset.id && spec.onClick) node.addEventListener("click", () => spec.onClick(Number(node.dataset.id)));
+  });
+}
+
+// Plots are drawn at their element's size: redrawn when it changes (window resize, layout).
+const plotSizes = new ResizeObserver((entries) => {
+  for (const entry of entries) {
+    const el = entry.target;
+    const w = Math.round(entry.contentRect.width);
+    if (el._plot && w && w !== el._plotWidth) { el._plotWidth = w; drawPlot(el, el._plot); }
+  }
+});
+function observePlot(el) {
+  if (el.dataset.observed) return;
+  el.dataset.observed = "1";
+  el._plotWidth = el.clientWidth;
+  plotSizes.observe(el);
+  onCleanup(() => plotSizes.unobserve(el));
 }
 
 // -- router -----------------------------------------------------------------------------
@@ -329,9 +487,21 @@ async function launch(form, options) {
 // -- one search --------------------------------------------------------------------------------
 
 async function renderSearch(id) {
+  const table = { sort: "id", order: "desc", offset: 0, limit: 50, status: "", stage: "" };
+  const pageQuery = () => {
+    const params = new URLSearchParams({ sort: table.sort, order: table.order, limit: table.limit, offset: table.offset });
+    if (table.status) params.append("status", table.status);
+    if (table.stage) params.set("rejection_stage", table.stage);
+    return params;
+  };
+  // Everything the first view needs, asked for at once: the search, its front, the first page of its
+  // candidates (50 rows: the table pages, it never holds all of them) and its faults.
+  const quiet = (promise) => { promise.catch(() => {}); return promise; };   // awaited below
+  const firstFront = quiet(api(`/api/searches/${id}/front`));
+  const firstPage = quiet(api(`/api/searches/${id}/candidates?${pageQuery()}`));
+  const firstFaults = quiet(api(`/api/searches/${id}/faults`));
   const s = await api(`/api/searches/${id}`);
   const names = s.objectives;
-  const table = { sort: "id", order: "desc", offset: 0, limit: 50, status: "", stage: "" };
   const axes = { x: 0, y: Math.min(1, names.length - 1) };
   const axisOptions = (sel) => names.map((n, i) => `<option value="${i}" ${i === sel ? "selected" : ""}>${esc(n)}</option>`).join("");
   view().innerHTML = `
@@ -370,6 +540,7 @@ async function renderSearch(id) {
   let detail = s;
   let rendered = { front: false, table: false };
   const markRendered = (what) => {
+    if (!rendered[what]) performance.mark(`evonorm:${what}`);
     rendered[what] = true;
     if (rendered.front && rendered.table && window.__evonorm.firstRender === null) {
       window.__evonorm.firstRender = performance.now();
@@ -423,78 +594,50 @@ async function renderSearch(id) {
     const stairs = [];
     let best = -Infinity;
     for (const p of sorted) if (sy * p.y > best) { stairs.push(p); best = sy * p.y; }
-    const traces = [
-      { x: stairs.map((p) => p.x), y: stairs.map((p) => p.y), mode: "lines", line: { shape: "hv", color: "#93c5fd", width: 1.5 },
-        hoverinfo: "skip", showlegend: false, name: "2-D front" },
-      { x: pts.map((p) => p.x), y: pts.map((p) => p.y), mode: "markers", type: "scatter", name: "front (◆ verified)",
-        customdata: pts.map((p) => p.m.id),
-        text: pts.map((p) => `#${p.m.id} ${p.m.formula}<br>${p.m.verified ? "verified" : `provisional (rung ${p.m.rung})`}` +
-          `<br>${names[xi]} ${estText(p.m, xi)}<br>${names[yi]} ${estText(p.m, yi)}`),
-        hovertemplate: "%{text}<extra></extra>",
-        // error bars: the standard error of each mean over the seeds of the member's highest rung
-        error_x: { type: "data", array: pts.map((p) => stderr(p.m, xi)), visible: true, color: "#93c5fd", thickness: 1.2 },
-        error_y: { type: "data", array: pts.map((p) => stderr(p.m, yi)), visible: true, color: "#93c5fd", thickness: 1.2 },
-        marker: { size: 11, color: pts.map((p) => (p.m.verified ? "#1d4ed8" : "#93c5fd")),
-          symbol: pts.map((p) => (p.m.verified ? "diamond" : "circle")), line: { color: "#fff", width: 1 } } },
-    ];
+    const open = (id) => { location.hash = `#/candidate/${id}`; };
     const base = front.baselines.filter((b) => b.objectives);
-    if (base.length) {
-      traces.push({ x: base.map((b) => b.objectives[xi]), y: base.map((b) => b.objectives[yi]), mode: "markers+text",
-        name: "zoo baselines", customdata: base.map((b) => b.candidate_id), text: base.map((b) => b.name),
-        textposition: "top center", textfont: { size: 11, color: "#b45309" },
-        hovertemplate: "zoo %{text} (baseline, same seeds)<br>x %{x:.4f}<br>y %{y:.4f}<extra></extra>",
-        error_x: { type: "data", array: base.map((b) => stderr(b, xi)), visible: true, color: "#f59e0b", thickness: 1.2 },
-        error_y: { type: "data", array: base.map((b) => stderr(b, yi)), visible: true, color: "#f59e0b", thickness: 1.2 },
-        marker: { symbol: "star-open", size: 17, color: "#d97706", line: { color: "#b45309", width: 2 } } });
-    }
-    const layout = {
-      margin: { l: 56, r: 12, t: 10, b: 46 }, hovermode: "closest", legend: { orientation: "h", y: -0.18 },
-      xaxis: { title: { text: axisTitle(xi) }, zeroline: false }, yaxis: { title: { text: axisTitle(yi) }, zeroline: false },
-      plot_bgcolor: "#fbfcfe",
-    };
     const el = $("#front-plot");
     const empty = !pts.length && !base.length;
-    if (empty) {
-      // nothing evaluated yet: say so instead of drawing default axes from -1 to 6
-      layout.xaxis = { visible: false };
-      layout.yaxis = { visible: false };
-      layout.annotations = [{ text: "No evaluated candidates yet: the front appears as they finish.",
-        showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5, font: { color: "#64748b" } }];
-    }
     el.dataset.empty = empty ? "1" : "";
-    Plotly.react(el, traces, layout, { displaylogo: false, responsive: true });
+    drawPlot(el, {
+      // nothing evaluated yet: say so instead of drawing axes around nothing
+      empty: empty ? "No evaluated candidates yet: the front appears as they finish." : null,
+      xTitle: axisTitle(xi), yTitle: axisTitle(yi), onClick: open,
+      traces: [
+        { name: "2-D front", cls: "stairs", mode: "stairs", color: "#93c5fd", points: stairs.map((p) => ({ x: p.x, y: p.y })) },
+        { name: "front (◆ verified)", cls: "front", mode: "markers", color: "#93c5fd", legend: true,
+          // error bars: the standard error of each mean over the seeds of the member's highest rung
+          points: pts.map((p) => ({ x: p.x, y: p.y, ex: stderr(p.m, xi), ey: stderr(p.m, yi), id: p.m.id, size: 11,
+            symbol: p.m.verified ? "diamond" : "circle", color: p.m.verified ? "#1d4ed8" : "#93c5fd",
+            hover: `#${p.m.id} ${p.m.formula}\n${p.m.verified ? "verified" : `provisional (rung ${p.m.rung})`}` +
+              `\n${names[xi]} ${estText(p.m, xi)}\n${names[yi]} ${estText(p.m, yi)}` })) },
+        // zoo stars are hollow: a front member at a baseline's point (BN-ReLU as seed and member) shows through
+        { name: "zoo baselines", cls: "baselines", mode: "markers", color: "#d97706", labelColor: "#b45309", legend: base.length > 0,
+          points: base.map((b) => ({ x: b.objectives[xi], y: b.objectives[yi], ex: stderr(b, xi), ey: stderr(b, yi),
+            id: b.candidate_id, label: b.name, symbol: "star", size: 17, hollow: true, stroke: "#b45309",
+            hover: `zoo ${b.name} (baseline, same seeds)\n${names[xi]} ${estText(b, xi)}\n${names[yi]} ${estText(b, yi)}` })) },
+      ],
+    });
+    observePlot(el);
     el.dataset.points = String(pts.length);
     el.dataset.verified = String(pts.filter((p) => p.m.verified).length);
     el.dataset.errorbars = String(pts.filter((p) => stderr(p.m, xi) > 0 || stderr(p.m, yi) > 0).length);
-    if (!el.dataset.bound) {
-      el.dataset.bound = "1";
-      el.on("plotly_click", (ev) => {
-        const p = ev.points && ev.points[0];
-        if (p && p.customdata) location.hash = `#/candidate/${p.customdata}`;
-      });
-    }
     // the history's (0, 0) start is no measurement: drawn, it is a stray line at x = 0
     const hv = front.hypervolume_history.filter((h) => h.finished > 0);
-    const hvLayout = { margin: { l: 50, r: 10, t: 6, b: 40 }, xaxis: { title: { text: "candidates finished" }, rangemode: "tozero" },
-      yaxis: { title: { text: "hypervolume" }, rangemode: "tozero" } };
-    if (!hv.length) {
-      hvLayout.xaxis = { visible: false };
-      hvLayout.yaxis = { visible: false };
-      hvLayout.annotations = [{ text: "No hypervolume yet.", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5,
-        font: { color: "#64748b" } }];
-    }
-    Plotly.react($("#hv-plot"), hv.length ? [{ x: hv.map((h) => h.finished), y: hv.map((h) => h.hypervolume), mode: "lines+markers",
-      line: { shape: "hv", color: "#16a34a" }, marker: { size: 4 }, hovertemplate: "%{y:.4f} after %{x} candidates<extra></extra>" }] : [],
-      hvLayout, { displaylogo: false, responsive: true, displayModeBar: false });
+    const hvEl = $("#hv-plot");
+    drawPlot(hvEl, {
+      empty: hv.length ? null : "No hypervolume yet.", xTitle: "candidates finished", yTitle: "hypervolume",
+      xFromZero: true, yFromZero: true,
+      traces: [{ name: "hypervolume", cls: "hv", mode: "stairs+markers", color: "#16a34a",
+        points: hv.map((h) => ({ x: h.finished, y: h.hypervolume, size: 5, hover: `${fmt(h.hypervolume, 4)} after ${h.finished} candidates` })) }],
+    });
+    observePlot(hvEl);
     markRendered("front");
   };
 
   const sortable = { id: "id", generation: "generation", updated_at: "updated" };
-  const renderTable = async () => {
-    const params = new URLSearchParams({ sort: table.sort, order: table.order, limit: table.limit, offset: table.offset });
-    if (table.status) params.append("status", table.status);
-    if (table.stage) params.set("rejection_stage", table.stage);
-    const page = await api(`/api/searches/${id}/candidates?${params}`);
+  const renderTable = async (prefetched = null) => {
+    const page = await (prefetched || api(`/api/searches/${id}/candidates?${pageQuery()}`));
     const head = [["id", "id"], ["status", null], ["formula", null], ...names.map((n) => [n, null]),
       ["rejected at", null], ["generation", "generation"], ["origin", null], ["updated", "updated_at"]];
     $("#candidates thead").innerHTML = "<tr>" + head.map(([label, key]) => {
@@ -539,18 +682,18 @@ async function renderSearch(id) {
     await renderTable();
   }
 
-  const renderFaults = async () => {
-    const faults = await api(`/api/searches/${id}/faults`);
+  const renderFaults = async (prefetched = null) => {
+    const faults = await (prefetched || api(`/api/searches/${id}/faults`));
     $("#faults").innerHTML = faults.length ? faults.map((e) =>
       `<li data-kind="${esc(e.kind)}"><span class="muted nowrap">${short(e.created_at)}</span> ${esc(faultText(e))}</li>`).join("")
       : `<li class="muted">none</li>`;
   };
 
-  front = await api(`/api/searches/${id}/front`);
+  front = await firstFront;
   renderHead();
   renderFront();
-  await renderTable();
-  await renderFaults();
+  await renderTable(firstPage);
+  await renderFaults(firstFaults);
   const live = throttle(refreshAll, 1000);
   const faultsLive = throttle(renderFaults, 1000);
   follow({ search_id: id, after: front.last_event_id }, (e) => {

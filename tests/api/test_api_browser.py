@@ -82,22 +82,24 @@ def test_launch_watch_open_download(page: Any, tmp_path: Path) -> None:
                                timeout=120_000)
         count = "Number(document.querySelector('#front-plot').dataset.points)"
         page.wait_for_function(f"{count} >= {max(first, 3)}", timeout=10_000)
-        points = page.locator("#front-plot .scatterlayer .trace:nth-child(2) .points path")
+        points = page.locator("#front-plot .trace.front .point")
         assert points.count() >= 3
-        assert page.locator("#front-plot .scatterlayer .trace:nth-child(3) .points path").count() == 2  # zoo
+        assert page.locator("#front-plot .trace.baselines .point").count() == 2  # zoo
         # the funnel: verified members are marked, and estimates over several seeds have error bars
         assert int(plot.get_attribute("data-verified") or 0) >= 1
         assert int(plot.get_attribute("data-errorbars") or 0) >= 1
-        assert page.locator("#front-plot .errorbars path").count() >= 1
+        assert page.locator("#front-plot .errorbar").count() >= 1
         assert page.locator("#candidates tbody tr").count() == 40
         assert "40 candidates" in page.inner_text("#page-info")
         page.screenshot(path=str(ARTIFACTS / "dashboard-search.png"), full_page=True)
 
-        # click a point on the front: plotly_click opens the candidate
+        # hover a point on the front: its formula; click it: the candidate opens
         box = points.first.bounding_box()
         assert box is not None
         x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         page.mouse.move(x, y)
+        page.wait_for_selector("#front-plot .plot-tip:not([hidden])")
+        assert page.inner_text("#front-plot .plot-tip").startswith("#")
         page.mouse.click(x, y)
         page.wait_for_selector("body[data-view=candidate]", timeout=10_000)
         assert "#/candidate/" in page.url
@@ -233,8 +235,8 @@ def test_what_users_hit(page: Any, tmp_path: Path) -> None:
         page.wait_for_function("document.querySelector('#search-title').textContent.includes('finished')")
         page.wait_for_function("Number(document.querySelector('#front-plot').dataset.points) >= 1")
         # zoo stars are hollow: a front member at a baseline's point (BN-ReLU, seed and member) shows through
-        symbols = page.evaluate("[...document.querySelector('#front-plot').data].map((t) => t.marker?.symbol)")
-        assert "star-open" in symbols and "star" not in symbols
+        stars = page.locator("#front-plot .trace.baselines .point")
+        assert stars.count() == 2 and {stars.nth(i).get_attribute("fill") for i in range(2)} == {"none"}
         page.wait_for_function("document.querySelectorAll('#candidates tbody tr.clickable').length >= 30")
         table = page.inner_text("#candidates tbody")
         for c in rejected[:5]:
@@ -255,4 +257,41 @@ def test_what_users_hit(page: Any, tmp_path: Path) -> None:
         info.value.save_as(path)
     layer = torch.jit.load(str(path))
     assert layer(torch.randn(2, 16, 4, 4)).shape == (2, 16, 4, 4)
+    assert page.errors == [], page.errors
+
+
+def test_search_page_asks_for_its_data_at_once_and_loads_no_plotting_library(page: Any, tmp_path: Path) -> None:
+    """What a first visit to a search costs (its time is benchmarks/dashboard_first_render.py's): one small
+    script, no plotting library (the plots are SVG), and the search, its front, its first page of
+    candidates and its faults requested together, not one after another."""
+    import httpx
+
+    app = create_app(Settings(db_url=str(tmp_path / "first.db"), executor="inprocess"),
+                     runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server:
+        sid = httpx.post(f"{server.url}/api/searches", json=api_fakes.TINY_SEARCH).json()["id"]
+        api_fakes.wait_for(lambda: httpx.get(f"{server.url}/api/searches/{sid}").json()["status"] == "finished",
+                           60, what="the search to finish")
+        page.goto(f"{server.url}/#/search/{sid}")
+        page.wait_for_function("window.__evonorm.firstRender !== null")
+        assert page.evaluate("typeof window.Plotly") == "undefined"
+        resources = page.evaluate("performance.getEntriesByType('resource').map((r) => ({name: r.name, "
+                                  "type: r.initiatorType, start: r.startTime, end: r.responseEnd, "
+                                  "size: r.encodedBodySize}))")
+        scripts = [r for r in resources if r["name"].endswith(".js")]
+        assert [r["name"].rsplit("/", 1)[-1] for r in scripts] == ["app.js"]
+        assert scripts[0]["size"] < 30_000, scripts   # gzip-compressed
+        data = {r["name"].removeprefix(server.url).split("?")[0]: r for r in resources
+                if "/api/searches/" in r["name"]}
+        first = [f"/api/searches/{sid}", f"/api/searches/{sid}/front", f"/api/searches/{sid}/candidates",
+                 f"/api/searches/{sid}/faults"]
+        assert set(first) <= set(data), data
+        # all four asked for before the first answer arrived
+        assert max(data[p]["start"] for p in first) < min(data[p]["end"] for p in first), data
+        # the table pages: 50 rows asked for, 50 drawn (the search has 30)
+        page_request = next(r["name"] for r in resources if "/candidates?" in r["name"])
+        assert "limit=50" in page_request and "offset=0" in page_request
+        assert page.locator("#candidates tbody tr").count() == api_fakes.TINY_SEARCH["budget"]
+        assert int(page.get_attribute("#front-plot", "data-points") or 0) >= 1
+        assert page.locator("#hv-plot .trace.hv .point").count() >= 1
     assert page.errors == [], page.errors

@@ -106,3 +106,34 @@ def test_follower_never_skips_an_event_while_several_writers_append(database, st
     expected = [e.id for e in store.events_after(start, limit=10_000)]
     assert len(expected) == writers * per_writer
     assert seen == expected
+
+
+def test_a_searchs_faults_are_read_from_the_kind_index_not_its_whole_log(store):
+    """The dashboard reads a search's faults on every visit: on a big search that walked every event."""
+    from sqlalchemy import event
+
+    from db import FAULT_EVENT_KINDS
+
+    search = store.create_search("s", {})
+    for i in range(30):
+        store.append_event("candidate_finished", {"i": i}, search_id=search.id)
+    fault = store.append_event(EventKind.NODE_LOST, {"node": "n"}, search_id=search.id)
+    store.append_event("candidate_finished", {"i": 30}, search_id=search.id)
+    seen: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM events" in statement:
+            seen.append((statement, parameters))
+
+    engine = store._engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert store.events_after(0, search_id=search.id, kinds=FAULT_EVENT_KINDS) == [fault]
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    [(sql, params)] = seen
+    explain = "EXPLAIN QUERY PLAN " if store.backend == "sqlite" else "EXPLAIN "
+    with engine.connect() as conn:
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(explain + sql, params))
+    if store.backend == "sqlite":   # PostgreSQL's planner picks by its statistics; SQLite keeps none here
+        assert "ix_events_search_id_kind_id" in plan, plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from db import EventKind, NewCandidate, NewRerankResult, NotFoundError
+from db import EventKind, NewCandidate, NewRerankResult, NewRerankTrial, NotFoundError
 
 
 def test_add_and_list(store):
@@ -74,3 +74,31 @@ def test_results_stay_with_their_search(store):
     store.add_rerank_results(b.id, [NewRerankResult("r", {"accuracy": 0.2}, zoo_layer="bn_relu")])
     assert [r.metrics["accuracy"] for r in store.rerank_results(a.id)] == [0.1]
     assert [r.metrics["accuracy"] for r in store.rerank_results(b.id)] == [0.2]
+
+
+def test_trials_are_put_one_by_one_and_a_key_is_replaced(store):
+    """What an interrupted re-ranking keeps: each finished trial is its own row, written as it ends."""
+    search = store.create_search("s", {})
+    other = store.create_search("o", {})
+    [cand] = store.add_candidates(search.id, [NewCandidate("{}", "h")])
+    done = {"accuracy": 0.5, "final": True}
+    first = store.put_rerank_trial(search.id, NewRerankTrial("k1", "resnet:digits", done, candidate_id=cand.id))
+    second = store.put_rerank_trial(search.id, NewRerankTrial("k2", "resnet:digits", {"accuracy": None},
+                                                              zoo_layer="bn_relu"))
+    assert first.key == "k1" and first.candidate_id == cand.id and first.metrics["final"] is True
+    assert store.rerank_trials(search.id) == [first, second]
+    # the same key again (a trial that errored, run again): one row, the new one
+    again = store.put_rerank_trial(search.id, NewRerankTrial("k2", "resnet:digits", {"accuracy": 0.7},
+                                                             zoo_layer="bn_relu"))
+    assert store.rerank_trials(search.id) == [first, again] and again.metrics == {"accuracy": 0.7}
+    # keys are per search; a candidate of another search is refused
+    store.put_rerank_trial(other.id, NewRerankTrial("k1", "resnet:digits", {}, zoo_layer="bn_relu"))
+    assert len(store.rerank_trials(search.id)) == 2 and len(store.rerank_trials(other.id)) == 1
+    with pytest.raises(NotFoundError):
+        store.put_rerank_trial(other.id, NewRerankTrial("k9", "resnet:digits", {}, candidate_id=cand.id))
+    with pytest.raises(NotFoundError):
+        store.put_rerank_trial(999, NewRerankTrial("k9", "resnet:digits", {}, zoo_layer="bn_relu"))
+    with pytest.raises(ValueError):
+        NewRerankTrial("k", "o", {})
+    with pytest.raises(ValueError):
+        NewRerankTrial("", "o", {}, zoo_layer="bn_relu")

@@ -14,7 +14,7 @@ from db import Store, StoreError
 from db.engine import make_engine
 from db.models import Base
 
-TABLES = {"searches", "candidates", "evaluations", "events", "rerank_results"}
+TABLES = {"searches", "candidates", "evaluations", "events", "rerank_results", "rerank_trials"}
 
 
 def schema_diff(url: str) -> list[object]:

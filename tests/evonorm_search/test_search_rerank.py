@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,13 +18,17 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import evonorm_search.rerank as rerank_module
-from db import RerankRecord, Store
+from db import RerankRecord, RerankTrialRecord, Store
 from evonorm_search.cli import app
 from evonorm_search.config import load_config
 from evonorm_search.rerank import (
     BASELINES,
+    PlannedTrial,
+    RerankInterrupted,
     RerankLayer,
+    RerankProgress,
     RerankSettings,
+    StopSignals,
     Trial,
     reports_per_trial,
     rerank_table,
@@ -141,6 +151,41 @@ def test_rerank_on_ray_tune_records_the_table(ray_local: object, sqlite_store: S
     records = run_rerank(store, sid, settings)
     assert len(records) == 3  # (1 candidate + 2 baselines) x 1 objective
     assert store.rerank_results(sid) == records
+    # every trial was recorded as it ended: 3 layers x 2 lrs x 1 seed
+    trials = store.rerank_trials(sid)
+    assert len(trials) == 6 and len({t.key for t in trials}) == 6
+    assert {t.metrics["status"] for t in trials} <= {"finished", "stopped", "diverged"}
+    assert sorted((t.metrics["label"], t.metrics["lr"]) for t in trials) == sorted(
+        (r.metrics["label"], lr) for r in records for lr in (0.05, 0.2))
+    # the same re-ranking again trains nothing: the table comes from the recorded trials
+    seen: list[str] = []
+
+    class Watch(RerankProgress):
+        def started(self, trial: PlannedTrial) -> None:
+            seen.append(trial.key)
+
+        def finished(self, trial: PlannedTrial, record: RerankTrialRecord) -> None:
+            seen.append(trial.key)
+
+    again = run_rerank(store, sid, settings, progress=Watch())
+    assert seen == [] and store.rerank_trials(sid) == trials
+    assert [(r.metrics["label"], r.metrics["accuracy"], r.metrics["lr"]) for r in again] == [
+        (r.metrics["label"], r.metrics["accuracy"], r.metrics["lr"]) for r in records]
+
+    # SIGINT (Ctrl+C) after the first trial of a new plan (other seeds): the run stops with what it finished
+    class Interrupt(RerankProgress):
+        def finished(self, trial: PlannedTrial, record: RerankTrialRecord) -> None:
+            if not stop.event.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+
+    stop = StopSignals()
+    with stop, pytest.raises(RerankInterrupted) as info:
+        run_rerank(store, sid, replace(settings, seeds=(1, 2)), progress=Interrupt(), stop=stop)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handlers restored
+    assert stop.signum == signal.SIGINT
+    kept = store.rerank_trials(sid)[len(trials):]
+    assert 1 <= len(kept) < 12 and info.value.recorded == len(kept) and info.value.total == 12
+    assert info.value.this_run == len(kept) and store.rerank_results(sid) == records + again   # no table
     by_layer = {r.metrics["label"]: r for r in records}
     assert set(by_layer) >= {"zoo bn_relu", "zoo layernorm"}
     for r in records:
@@ -194,3 +239,61 @@ def test_cli_rerank_parses_runs_and_prints(sqlite_store: Store, tmp_path: Path,
     assert bad.exit_code == 2 and "--seeds" in bad.output
     missing = CliRunner().invoke(app, ["rerank", "999", "--top", "1", "--db", db])
     assert missing.exit_code == 2 and "no search 999" in missing.output
+
+
+CLI = [sys.executable, "-c", "from evonorm_search.cli import main; main()"]
+
+
+def test_cli_rerank_records_each_trial_stops_on_sigterm_and_resumes(sqlite_store: Store,
+                                                                    tmp_path: Path) -> None:
+    """`rerank` as a user runs it (a real process, real Ray Tune): a line per trial as it ends, each trial
+    in the store as it ends; SIGTERM stops it with one line and exit 143 (no native crash dump from Ray's
+    driver), keeping what finished; the same command again runs only the trials not yet recorded.
+    (SIGINT takes the same path: tested in-process above.)"""
+    store = sqlite_store
+    sid = fake_search(store)
+    # 3 layers x 2 lrs x 2 seeds = 12 short trials on one objective
+    args = [*CLI, "rerank", str(sid), "--top", "1", "--steps", "60", "--lrs", "0.05,0.1", "--seeds", "0,1",
+            "--evals", "2", "--baselines", "bn_relu,layernorm", "--db", store.url]
+    total = 12
+    out = tmp_path / "first.out"
+    with out.open("w") as f:
+        proc = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        end = time.monotonic() + 240
+        while len(store.rerank_trials(sid)) < 2:
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < end, out.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = out.read_text()
+    first = store.rerank_trials(sid)
+    assert rc == 143, text
+    assert 2 <= len(first) < total, text
+    lines = text.strip().splitlines()
+    assert lines[-1] == (f"rerank stopped by SIGTERM: {len(first)} of {total} trials recorded ({len(first)} in "
+                         "this run); run the same command again to resume")
+    assert "Traceback" not in text and "SIGTERM received" not in text and "***" not in text, text
+    assert f"re-ranking: {total} trials, {total} to run" in text
+    for t in first:   # each recorded trial was shown as it ended, with its result
+        m = t.metrics
+        assert m["status"] in ("finished", "stopped", "diverged")
+        assert any(f"{m['label']} lr {m['lr']:g} seed {m['seed']}: " in line for line in lines), (m, text)
+    assert store.rerank_results(sid) == []   # no table from an unfinished re-ranking
+
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(first)} recorded by an earlier run, {total - len(first)} to run" in done.stdout
+    assert done.stdout.count("  started ") == total - len(first)
+    trials = store.rerank_trials(sid)
+    assert len(trials) == total and trials[:len(first)] == first   # the first run's trials were not redone
+    assert len({t.key for t in trials}) == total
+    rows = store.rerank_results(sid)
+    assert len(rows) == 3 and "Re-ranking" in done.stdout and "3 rows recorded" in done.stdout
+    # the table counts every trial, the interrupted run's included
+    assert sum(s["trials"] for r in rows for s in r.metrics["sweep"].values()) == total
