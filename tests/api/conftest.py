@@ -53,8 +53,9 @@ def finished(module_database: Any) -> Iterator[tuple[TestClient, int]]:
     """A client and a search that ran to the end (30 candidates), shared by a module's read-only tests."""
     with TestClient(make_app(module_database.url)) as c:
         sid = c.post("/api/searches", json=api_fakes.TINY_SEARCH).json()["id"]
-        api_fakes.wait_for(lambda: c.get(f"/api/searches/{sid}").json()["status"] == "finished", 120,
-                           what="the search to finish")
+        # finished, and its runner gone: the runner records "finished" before its thread has ended
+        api_fakes.wait_for(lambda: (lambda s: s["status"] == "finished" and not s["active"])(
+            c.get(f"/api/searches/{sid}").json()), 120, what="the search to finish")
         yield c, sid
 
 
