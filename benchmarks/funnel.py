@@ -366,7 +366,11 @@ def fate(db: str, search_id: int) -> dict[str, Any]:
             comps = {}
             if base is not None and c.id != base.id and c.rung is not None:
                 for obj in cfg.objectives:
-                    cmp = compare(runs.get(c.id, {}), runs.get(base.id, {}), obj, "bn_relu")
+                    # pairs at the candidate's longest runs only, as the front's comparisons are
+                    mine = runs.get(c.id, {})
+                    longest = max((k[1] for k in mine if k[0] == obj), default=0)
+                    mine = {k: v for k, v in mine.items() if k[0] != obj or k[1] == longest}
+                    cmp = compare(mine, runs.get(base.id, {}), obj, "bn_relu")
                     if cmp:
                         comps[obj] = {"diff": cmp.diff.mean, "n": cmp.diff.n, "p": cmp.p, "beats": cmp.beats}
             members.append({"id": c.id, "formula": formula(Graph.loads(c.graph)), "origin": c.mutation,
