@@ -292,10 +292,11 @@ def test_worker_node_killed_mid_search_loses_nothing(client: httpx.Client, store
     victim = ray_cluster.add_worker("victim")
     ray_cluster.wait_started(victim)
     # The search must outlast the ~3 s Ray takes to declare the node dead, or no runner is left to see
-    # the loss: 24 candidates of 60 steps were done in about that on idle cores (a flake); 200 steps are not.
+    # the loss: 24 candidates of 60 steps were done in about that on idle cores (a flake), and so were 24 of 200
+    # steps once the positional rule rejected most of them in milliseconds; 60 of 600 steps are not.
     # 3 slots (head, worker-1, victim): the victim gets jobs.
-    budget = 24
-    sid = launch(client, cheap_config("node-loss", budget=budget, steps=200, seed=21, in_flight=3))
+    budget = 60   # most random candidates now stop at the numeric stage in milliseconds
+    sid = launch(client, cheap_config("node-loss", budget=budget, steps=600, seed=21, in_flight=3))
     wait_for(lambda: victim.tasks_running() > 0, 180, "a job running on the victim node")
     at_kill = finished_count(client, sid)
     victim.kill()   # raylet, its workers and their jobs: a node lost mid-evaluation
