@@ -114,13 +114,16 @@ def _sqlite_engine(url: URL, *, echo: bool) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
+            # First: the switch to WAL below needs a lock, and on a fresh file that other
+            # connections are opening (the API and a runner starting together) it must wait for
+            # it rather than fail at once with "database is locked".
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             # WAL: readers never block the writer and vice versa, which is
             # what lets the API read while the runner writes.
             cursor.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL cannot corrupt the database; it only may lose
             # the last commits on power loss, and saves an fsync per commit.
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
