@@ -178,13 +178,22 @@ def test_slots_follow_nodes_joining_and_leaving_and_the_faults_are_events(
     node = ray_cluster.add_node(num_cpus=1)
     api_fakes.wait_for(lambda: ex.slots == 2, 60, 0.1, what="the new node's slot")
     api_fakes.wait_for(lambda: max(seen[-20:]) == 2, 60, 0.1, what="two jobs in flight")
-    # Lose the node with a job running on it: Ray runs it again on the head.
-    def training_there() -> bool:
-        jobs = dict(runner._jobs)
-        return any(j.started and j.started.node == node.node_id and job_id in jobs
-                   and jobs[job_id].kind != "screen" for job_id, j in list(ex._running.items()))
+    # Lose the node with a job running on it: Ray runs it again on the head. The job must have
+    # started there just now (seen starting by this poll), not be about to finish: a job that ends
+    # before the node goes is not lost, and nothing is retried.
+    first_seen: dict[int, float] = {}
 
-    api_fakes.wait_for(training_there, 60, 0.02, what="an evaluation running on the new node")
+    def training_there(arm: bool = False) -> bool:
+        jobs, now = dict(runner._jobs), time.monotonic()
+        for job_id, j in list(ex._running.items()):
+            if j.started and j.started.node == node.node_id and job_id in jobs and jobs[job_id].kind != "screen":
+                first_seen.setdefault(job_id, -float("inf") if arm else now)
+                if now - first_seen[job_id] < 0.3:
+                    return True
+        return False
+
+    training_there(arm=True)   # the jobs running there already are not fresh
+    api_fakes.wait_for(training_there, 60, 0.02, what="an evaluation starting on the new node")
     ray_cluster.remove_node(node, allow_graceful=False)
     thread.join(120)
     assert not thread.is_alive()

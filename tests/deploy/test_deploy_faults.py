@@ -356,8 +356,12 @@ def search_under_way(client: httpx.Client, deploy_db: Any, name: str, budget: in
     server = deploy_db.server
     if server is None:
         pytest.skip(deploy_db.skip_reason or "the deploy tests run on SQLite")
-    sid = launch(client, cheap_config(name, budget=budget, steps=60, seed=seed))
+    # Long enough that the fault lands mid-search: the numeric stage rejects most random graphs in
+    # milliseconds, so at 60 steps a 12-candidate search could finish before the fault.
+    sid = launch(client, cheap_config(name, budget=budget, steps=400, seed=seed))
     wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
+    s = search(client, sid)
+    assert s["status"] == "running" and finished_count(client, sid) < budget, "the search ended before the fault"
     return server, sid
 
 
