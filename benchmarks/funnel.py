@@ -56,7 +56,7 @@ from primitives import Graph, formula
 from primitives.mutation import random_graph
 from primitives.zoo import ZOO
 from workers.evaluation import screen
-from workers.funnel import RungSpec, train_rung
+from workers.funnel import RungSpec, rung_steps, train_rung
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = RESULTS / "funnel_runs.jsonl"
@@ -78,6 +78,18 @@ SEEDS = range(5)
 def _config(preset: str, seed: int) -> Any:
     name, overrides = PRESETS[preset]
     return load_config(name, {**overrides, "seed": seed})
+
+
+def _rung0_steps(preset: str) -> dict[str, int]:
+    """What rung 0 trains each objective for under the preset as it is now (`TaskConfig.min_steps_frac`
+    may lift a task above the rung's fraction). Rows measured under another definition keep their own."""
+    cfg = _config(preset, 0)
+    return {t.objective: rung_steps(t, cfg.rungs[0].steps_frac) for t in cfg.eval_spec().tasks}
+
+
+# Stages decided before any training run: their outcome does not depend on how long rung 0 trains,
+# so a row measured under an earlier rung-0 definition still stands for them.
+BEFORE_TRAINING = {"static", "numeric", "duplicate", "stability"}
 
 
 def _layers() -> dict[str, Graph]:
@@ -102,6 +114,7 @@ def rung0(preset: str, seed: int, name: str, graph_json: str) -> dict[str, Any]:
     s = screen(graph_json, spec)
     screen_s = time.perf_counter() - t
     row: dict[str, Any] = {"kind": "rung0", "preset": preset, "seed": seed, "layer": name,
+                           "rung_steps": _rung0_steps(preset), "load_average_1m": round(os.getloadavg()[0], 2),
                            "formula": formula(Graph.loads(graph_json)), "fingerprint": s.fingerprint,
                            "screen_s": screen_s}
     if s.rejection:
@@ -134,8 +147,26 @@ def top(preset: str, name: str, graph_json: str) -> dict[str, Any]:
 
 def _key(row: dict[str, Any]) -> str:
     if row["kind"] == "rung0":
-        return f"rung0|{row['preset']}|{row['seed']}|{row['layer']}"
+        # Rows from before `rung_steps` was recorded were measured at a third of every task's steps.
+        steps = ",".join(f"{o}={n}" for o, n in sorted(row.get("rung_steps", {}).items()))
+        return f"rung0|{row['preset']}|{row['seed']}|{row['layer']}" + (f"|{steps}" if steps else "")
     return f"top|{row['preset']}|{row['layer']}"
+
+
+def current(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rung-0 rows of the rung-0 definition in force (one per preset, seed and layer), falling back
+    to an earlier definition's row where that rejected the layer before any training; and every other row."""
+    now = {p: _rung0_steps(p) for p in PRESETS}
+    best: dict[tuple[Any, ...], dict[str, Any]] = {}
+    out = []
+    for r in rows:
+        if r["kind"] != "rung0":
+            out.append(r)
+            continue
+        k = (r["preset"], r["seed"], r["layer"])
+        if r.get("rung_steps") == now[r["preset"]] or (r["stage"] in BEFORE_TRAINING and k not in best):
+            best[k] = r
+    return out + list(best.values())
 
 
 def load() -> list[dict[str, Any]]:
@@ -145,8 +176,10 @@ def load() -> list[dict[str, Any]]:
 
 
 def _run_all(jobs: list[tuple[Any, tuple[Any, ...]]], workers: int) -> Iterator[dict[str, Any]]:
-    done = {_key(r) for r in load()}
-    todo = [(fn, args) for fn, args in jobs if _key(_probe_key(fn, args)) not in done]
+    done = {_key(r) for r in current(load())}
+    stands = {(r["preset"], r["seed"], r["layer"]) for r in current(load()) if r["kind"] == "rung0"}
+    todo = [(fn, args) for fn, args in jobs if _key(_probe_key(fn, args)) not in done
+            and not (fn is rung0 and args[:3] in stands)]
     print(f"{len(jobs) - len(todo)} measured already, {len(todo)} to go", flush=True)
     RUNS.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(workers) as pool:
@@ -163,7 +196,8 @@ def _run_all(jobs: list[tuple[Any, tuple[Any, ...]]], workers: int) -> Iterator[
 
 def _probe_key(fn: Any, args: tuple[Any, ...]) -> dict[str, Any]:
     if fn is rung0:
-        return {"kind": "rung0", "preset": args[0], "seed": args[1], "layer": args[2]}
+        return {"kind": "rung0", "preset": args[0], "seed": args[1], "layer": args[2],
+                "rung_steps": _rung0_steps(args[0])}
     return {"kind": "top", "preset": args[0], "layer": args[1]}
 
 
@@ -186,6 +220,9 @@ def _stream(stream_seed: int) -> Iterator[tuple[str, Graph]]:
         k += 1
 
 
+STREAM_DRAWS = 528   # the stream's length for the economics: what the first tau study measured
+
+
 def tau(survivors: int, workers: int, stream_seed: int = 0) -> None:
     zoo = {n: z.graph for n, z in ZOO.items() if z.graph is not None}
     jobs: list[tuple[Any, tuple[Any, ...]]] = [(rung0, ("quick", 0, f"zoo:{n}", g.dumps()))
@@ -194,14 +231,16 @@ def tau(survivors: int, workers: int, stream_seed: int = 0) -> None:
     # the random stream, in chunks, until enough distinct survivors
     stream = _stream(stream_seed)
     graphs = {f"zoo:{n}": g for n, g in zoo.items()}
-    while len(_survivors(_stream_rows(load()))) < survivors:
+    drawn = 0
+    while len(_survivors(_stream_rows(current(load())))) < survivors or drawn < STREAM_DRAWS:
         chunk = []
-        for _ in range(4 * workers):
+        for _ in range(STREAM_DRAWS if drawn == 0 else 4 * workers):
             name, g = next(stream)
             graphs[name] = g
+            drawn += 1
             chunk.append((rung0, ("quick", 0, name, g.dumps())))
         list(_run_all(chunk, workers))
-    rows = [r for r in load() if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0]
+    rows = [r for r in current(load()) if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0]
     chosen = [r for r in rows if r["layer"].startswith("zoo:") and r["stage"] is None]
     chosen += _survivors(_stream_rows(rows))[:survivors]
     while not all(r["layer"] in graphs for r in chosen):   # a resumed run: draw the stream up to them
@@ -217,7 +256,7 @@ def _stream_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _survivors(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Stream layers that passed rung 0, first of each fingerprint, none a zoo layer's duplicate."""
-    seen = {r["fingerprint"] for r in load() if r["kind"] == "rung0" and r["layer"].startswith("zoo:")}
+    seen = {r["fingerprint"] for r in current(load()) if r["kind"] == "rung0" and r["layer"].startswith("zoo:")}
     out = []
     for r in sorted(rows, key=lambda r: int(r["layer"].rsplit(":", 1)[1])):
         if r["stage"] is None and r["fingerprint"] not in seen:
@@ -259,8 +298,15 @@ def positional() -> dict[str, Any]:
 def summarise() -> dict[str, Any]:
     from scipy.stats import kendalltau
 
-    rows = load()
-    cal = [r for r in rows if r["kind"] == "rung0" and not r["layer"].startswith(("zoo:", "random:", "draw:"))]
+    every = load()
+    rows = current(every)
+    # Calibration: the row of the rung-0 definition in force where measured, else the earlier one
+    # (the row says which: `rung_steps`, absent for a third of every task's steps).
+    by_key: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in every + [r for r in rows if r["kind"] == "rung0"]:
+        if r["kind"] == "rung0" and not r["layer"].startswith(("zoo:", "random:", "draw:")):
+            by_key[(r["preset"], r["seed"], r["layer"])] = r
+    cal = list(by_key.values())
     calibration = []
     for p in PRESETS:
         for name in _layers():
@@ -269,6 +315,7 @@ def summarise() -> dict[str, Any]:
                 calibration.append({
                     "preset": p, "layer": name, "known_good": name in KNOWN_GOOD,
                     "seeds": [r["seed"] for r in got],
+                    "rung0_steps": [r.get("rung_steps", "a third of each task's") for r in got],
                     "rejected": [r["stage"] for r in got], "reasons": [r["reason"] for r in got],
                     "rung0_accuracy": [[round(x["accuracy"], 4) for x in r["runs"]] for r in got]})
     out: dict[str, Any] = {
@@ -286,14 +333,27 @@ def summarise() -> dict[str, Any]:
     tops = {r["layer"]: r for r in rows if r["kind"] == "top" and r["preset"] == "quick" and r["stage"] is None}
     cfg = _config("quick", 0)
     objectives = cfg.objectives
-    pairs = [(r0[n], tops[n]) for n in tops if n in r0]
+    pairs = [(r0[n], tops[n]) for n in tops if n in r0 and r0[n]["stage"] is None]
     taus = {}
+
+    def independent(lo: dict[str, Any], x: dict[str, Any]) -> bool:
+        # a top-rung run rung 0 did not already make (same objective, steps and seed: the search reuses it)
+        return not any((y["objective"], y["steps"], y["seed"]) == (x["objective"], x["steps"], x["seed"])
+                       for y in lo["runs"])
+
     for obj in objectives:
         a = [statistics.mean(x["accuracy"] for x in lo["runs"] if x["objective"] == obj) for lo, _ in pairs]
         b = [statistics.mean(x["accuracy"] for x in hi["runs"] if x["objective"] == obj) for _, hi in pairs]
+        c = [statistics.mean(x["accuracy"] for x in hi["runs"] if x["objective"] == obj and independent(lo, x))
+             for lo, hi in pairs]
         if len(a) >= 3:
-            t = kendalltau(a, b)
-            taus[obj] = {"tau": float(t.statistic), "p": float(t.pvalue), "n": len(a)}
+            t, ti = kendalltau(a, b), kendalltau(a, c)
+            taus[obj] = {"tau": float(t.statistic), "p": float(t.pvalue), "n": len(a),
+                         "rung0_steps": sorted({x["steps"] for lo, _ in pairs for x in lo["runs"]
+                                                if x["objective"] == obj}),
+                         # against the top-rung runs rung 0 did not make (what the target is judged on
+                         # when rung 0 trains a task for its full steps and the top rung reuses that run)
+                         "tau_independent": float(ti.statistic), "p_independent": float(ti.pvalue)}
     out["tau"] = {"layers": len(pairs), "per_objective": taus,
                   "layers_measured": [{"layer": lo["layer"], "formula": lo["formula"],
                                        "rung0": {o: [x["accuracy"] for x in lo["runs"] if x["objective"] == o]
@@ -310,6 +370,10 @@ def economics(rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     """Core-seconds per candidate judged: the funnel vs training everything at the top rung."""
     stream = [r for r in rows if r["kind"] == "rung0" and r["preset"] == "quick" and r["seed"] == 0
               and r["layer"].startswith("draw:")]
+    # the stream's unbroken prefix: every draw up to the first one not measured (under this definition)
+    have = {int(r["layer"].rsplit(":", 1)[1]) for r in stream}
+    end = next(k for k in range(len(have) + 1) if k not in have)
+    stream = [r for r in stream if int(r["layer"].rsplit(":", 1)[1]) < end]
     tops = {r["layer"]: r for r in rows if r["kind"] == "top" and r["preset"] == "quick"}
     if not stream or not tops:
         return {}
@@ -318,16 +382,19 @@ def economics(rows: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     # survivors to rung 1 (2 of the top's 3 seeds at full steps) and promote[1] of those to the top
     # (the third seed and the held-out runs): costs from the measured top-rung runs.
     on = sum(r["screen_s"] + r.get("wall_s", 0.0) for r in stream)
-    r1_share = []
+    # A climb reuses the runs rung 0 made (same objective, steps and seed), so their time is not paid twice.
+    r0_runs = {(o, n, cfg.seed) for o, n in _rung0_steps("quick").items()}
+    r1_share, r2_share = [], []
     for t in tops.values():
-        main = [x for x in t["runs"] if not x["heldout"]]
-        lower = sum(x["wall_s"] for x in main if x["seed"] < cfg.rungs[1].seeds)
+        new = [x for x in t["runs"] if (x["objective"], x["steps"], x["seed"]) not in r0_runs]
+        lower = sum(x["wall_s"] for x in new if not x["heldout"] and x["seed"] < cfg.rungs[1].seeds)
         r1_share.append(lower / max(t["wall_s"], 1e-9))
-    share1 = statistics.mean(r1_share)
+        r2_share.append((sum(x["wall_s"] for x in new) - lower) / max(t["wall_s"], 1e-9))
+    share1, share2 = statistics.mean(r1_share), statistics.mean(r2_share)
     survivors = [r for r in stream if r["stage"] is None]
     n1 = len(survivors) * cfg.rungs[0].promote
     n2 = n1 * cfg.rungs[1].promote
-    on += n1 * share1 * top_s + n2 * (1 - share1) * top_s
+    on += n1 * share1 * top_s + n2 * share2 * top_s
     off = len(stream) * top_s
     # Funnel off but the cheap stages on: the zero-training stages and the stress test, then the top
     # rung for every candidate they let through (no short runs, no promotion).
@@ -399,7 +466,8 @@ def report(s: dict[str, Any]) -> None:
     console.print(f"false rejections: {s['false_rejections']}; planted caught (of 5): {s['planted_caught']}")
     if s.get("tau", {}).get("per_objective"):
         console.print(f"Kendall tau rung 0 vs top over {s['tau']['layers']} layers: "
-                      + ", ".join(f"{o} {v['tau']:.2f} (p {v['p']:.2g})"
+                      + ", ".join(f"{o} (rung 0 {v['rung0_steps']} steps) {v['tau']:.2f} (p {v['p']:.2g}); "
+                                  f"vs the top's runs rung 0 did not make {v['tau_independent']:.2f}"
                                   for o, v in s["tau"]["per_objective"].items()))
     if s.get("economics"):
         e = s["economics"]

@@ -45,6 +45,8 @@ class ProxyTask:
     backbone: str
     task: str                       # the data set
     config: TrainConfig = field(default_factory=TrainConfig)
+    # The funnel never trains it for less than this fraction of its steps (`workers.funnel.rung_steps`).
+    min_steps_frac: float = 0.0
 
     @property
     def label(self) -> str:

@@ -112,7 +112,8 @@ def task_steps(task: ProxyTask) -> int:
 
 
 def rung_steps(task: ProxyTask, steps_frac: float) -> int:
-    return max(1, round(task_steps(task) * steps_frac))
+    """A rung's steps on a task: its fraction of the task's steps, or the task's floor if higher."""
+    return max(1, round(task_steps(task) * max(steps_frac, task.min_steps_frac)))
 
 
 def planned_runs(spec: EvalSpec, rung: RungSpec) -> list[tuple[ProxyTask, int, int, bool]]:

@@ -186,7 +186,8 @@ def test_slots_follow_nodes_joining_and_leaving_and_the_faults_are_events(
     def training_there(arm: bool = False) -> bool:
         jobs, now = dict(runner._jobs), time.monotonic()
         for job_id, j in list(ex._running.items()):
-            if j.started and j.started.node == node.node_id and job_id in jobs and jobs[job_id].kind != "screen":
+            training = job_id in jobs and jobs[job_id].kind != "screen"
+            if j.started and j.started.node == node.node_id and training:
                 first_seen.setdefault(job_id, -float("inf") if arm else now)
                 if now - first_seen[job_id] < 0.3:
                     return True

@@ -361,7 +361,7 @@ def search_under_way(client: httpx.Client, deploy_db: Any, name: str, budget: in
     sid = launch(client, cheap_config(name, budget=budget, steps=400, seed=seed))
     wait_for(lambda: finished_count(client, sid) >= 2, 180, "two finished candidates")
     s = search(client, sid)
-    assert s["status"] == "running" and finished_count(client, sid) < budget, "the search ended before the fault"
+    assert s["status"] == "running" and finished_count(client, sid) < budget, "the search ended too soon"
     return server, sid
 
 

@@ -108,6 +108,23 @@ def test_a_config_without_micro_batch_reads_as_before() -> None:
     assert "micro_batch" not in cfg.model_dump(exclude_unset=True)["tasks"][0]
 
 
+def test_the_transformer_trains_its_full_steps_at_rung_zero_and_the_floor_is_validated() -> None:
+    from workers.funnel import rung_steps
+
+    for preset in ("quick", None):
+        cfg = load_config(preset)
+        steps = {t.objective: rung_steps(t, cfg.rungs[0].steps_frac) for t in cfg.eval_spec().tasks}
+        full = {t.objective: rung_steps(t, 1.0) for t in cfg.eval_spec().tasks}
+        assert steps["transformer:pydoc_chars"] == full["transformer:pydoc_chars"]
+        assert steps["mobilenet:shapes32"] < full["mobilenet:shapes32"]
+    # a task without a floor dumps as before; a floor outside (0, 1] names the field
+    plain = load_config(None, {"tasks": [{"backbone": "resnet", "task": "digits"}]})
+    assert "min_steps_frac" not in plain.model_dump(mode="json")["tasks"][0]
+    for bad in (0, 1.5):
+        with pytest.raises(ValidationError, match=r"tasks\.0\.min_steps_frac"):
+            load_config(None, {"tasks": [{"backbone": "resnet", "task": "digits", "min_steps_frac": bad}]})
+
+
 def test_the_small_batch_objectives_are_in_the_presets() -> None:
     cluster = load_config("cluster")
     micro = [t for t in cluster.tasks if t.micro_batch is not None]

@@ -51,6 +51,21 @@ def test_a_higher_rung_skips_runs_it_has_and_the_top_adds_held_out_tasks():
     assert "stability" not in dict(r.stage_seconds)      # only rung 0 runs the stress test
 
 
+def test_a_task_floor_lifts_its_runs_at_every_rung_and_a_climb_reuses_them():
+    floored = ProxyTask("mobilenet", "digits", replace(TINY, backbone_kwargs={}), min_steps_frac=1.0)
+    spec = replace(SPEC, tasks=(*SPEC.tasks, floored), heldout_tasks=())
+    low = RungSpec(0, 0.25, (0,), quality=False)
+    # resnet at a quarter of its 12 steps; mobilenet never under its floor: all 12
+    assert [(t.objective, s) for t, s, _, _ in planned_runs(spec, low)] == [
+        ("resnet:digits", 3), ("mobilenet:digits", 12)]
+    r = train_rung(BN_RELU, spec, low)
+    done = frozenset((x.objective, x.steps, x.seed) for x in r.runs)
+    # the full-length rung needs the floored task's seed-0 run no more: it was made at rung 0
+    top = train_rung(BN_RELU, spec, RungSpec(1, 1.0, (0, 1)), None, done)
+    assert [(x.objective, x.steps, x.seed) for x in top.runs] == [
+        ("resnet:digits", 12, 0), ("resnet:digits", 12, 1), ("mobilenet:digits", 12, 1)]
+
+
 def _run(objective: str, acc: float) -> RunScore:
     return RunScore(objective, objective.split(":")[0], objective.split(":")[1], 0, 10, acc, 1.0, acc == 0,
                     None, 0.1, 10.0, 100)
