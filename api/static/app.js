@@ -422,6 +422,7 @@ function addTaskRow(form, task, options) {
     <label>data<select name="t_task">${tasks}</select></label>
     <label>steps<input name="t_steps" type="number" min="1" placeholder="recipe" value="${task.steps ?? ""}"></label>
     <label title="Images (or sequences) per forward pass; the gradients of a batch's micro-batches add up to one step, so batch statistics see only these. Must divide the batch size; another objective (task@mbN).">micro-batch<input name="t_micro_batch" type="number" min="1" placeholder="batch" value="${task.micro_batch ?? ""}"></label>
+    <label title="No rung of the funnel trains this task for less than this fraction of its steps (1: every rung trains it in full, for a task whose short runs rank layers poorly, as the proxy Transformer's do).">rung floor<input name="t_min_steps_frac" type="number" min="0" max="1" step="any" placeholder="rung's" value="${task.min_steps_frac ?? ""}"></label>
     <button type="button" title="remove">✕</button>`;
   row.querySelector("button").addEventListener("click", () => row.remove());
   $("#tasks", form).appendChild(row);
@@ -443,6 +444,8 @@ function readForm(form) {
     if (steps !== "") t.steps = Number(steps);
     const micro = row.querySelector('[name="t_micro_batch"]').value;
     if (micro !== "") t.micro_batch = Number(micro);
+    const floor = row.querySelector('[name="t_min_steps_frac"]').value;
+    if (floor !== "") t.min_steps_frac = Number(floor);
     return t;
   });
   if (form.extra.value.trim()) Object.assign(cfg, JSON.parse(form.extra.value));

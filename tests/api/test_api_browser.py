@@ -162,6 +162,35 @@ def test_launch_form_sets_a_micro_batch_per_task(page: Any, tmp_path: Path) -> N
     assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 1, page.errors
 
 
+def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) -> None:
+    """The quick preset's Transformer row shows its rung floor (min_steps_frac 1); launched from the
+    form, the search keeps it, and a floor above 1 comes back as an error on that row's field."""
+    import httpx
+
+    app = create_app(Settings(db_url=str(tmp_path / "floor.db"), executor="inprocess"),
+                     runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server:
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-view=searches]")
+        form = page.locator("#launch")
+        form.locator("select[name=preset]").select_option("quick")
+        floor = form.locator(".task-row input[name=t_min_steps_frac]")
+        values = [floor.nth(i).input_value() for i in range(floor.count())]
+        assert values == ["", "1"], values                # MobileNet: the rung's fraction; Transformer: all
+        floor.nth(1).fill("2")
+        form.locator("input[name=budget]").fill("4")
+        page.click("#launch-button")
+        page.wait_for_function("document.querySelector('#launch-errors').textContent.includes('min_steps_frac')")
+        assert "invalid" in (floor.nth(1).get_attribute("class") or "")
+        floor.nth(1).fill("1")
+        page.click("#launch-button")
+        page.wait_for_selector("body[data-view=search]", timeout=30_000)
+        search = httpx.get(f"{server.url}/api/searches/1", timeout=30).json()
+    assert [t.get("min_steps_frac") for t in search["config"]["tasks"]] == [None, 1.0]
+    expected = "the server responded with a status of 422"
+    assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 1, page.errors
+
+
 def test_faults_are_listed_and_arrive_live_and_a_failed_search_offers_resume(page: Any, tmp_path: Path) -> None:
     from db import EventKind, SearchStatus, Store
 
