@@ -15,6 +15,7 @@ import importlib.util
 import shutil
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +130,25 @@ def test_launch_watch_open_download(page: Any, tmp_path: Path) -> None:
     assert page.errors == [], page.errors
 
 
+@contextmanager
+def _launch_form(page: Any, db: Path, preset: str) -> Iterator[tuple[Any, Any]]:
+    """A live server on a fresh database, its page open at the launch form with `preset` chosen."""
+    app = create_app(Settings(db_url=str(db), executor="inprocess"), runner_kwargs=api_fakes.FAST_RUNNER)
+    with api_fakes.LiveServer(app) as server:
+        page.goto(server.url + "/")
+        page.wait_for_selector("body[data-view=searches]")
+        form = page.locator("#launch")
+        form.locator("select[name=preset]").select_option(preset)
+        yield server, form
+
+
 def test_launch_form_sets_a_micro_batch_per_task(page: Any, tmp_path: Path) -> None:
     """The small_batch preset fills a task row's micro-batch; a micro-batch that does not divide the
     batch comes back as an error on that row's field; a good one launches a search with the preset's
     baselines and a `@mb` objective."""
     import httpx
 
-    app = create_app(Settings(db_url=str(tmp_path / "micro.db"), executor="inprocess"),
-                     runner_kwargs=api_fakes.FAST_RUNNER)
-    with api_fakes.LiveServer(app) as server:
-        page.goto(server.url + "/")
-        page.wait_for_selector("body[data-view=searches]")
-        form = page.locator("#launch")
-        form.locator("select[name=preset]").select_option("small_batch")
+    with _launch_form(page, tmp_path / "micro.db", "small_batch") as (server, form):
         micro = form.locator(".task-row input[name=t_micro_batch]")
         values = [micro.nth(i).input_value() for i in range(micro.count())]
         assert "" in values and any(v for v in values), values      # full batch and micro-batch rows
@@ -167,13 +174,7 @@ def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) 
     form, the search keeps it, and a floor above 1 comes back as an error on that row's field."""
     import httpx
 
-    app = create_app(Settings(db_url=str(tmp_path / "floor.db"), executor="inprocess"),
-                     runner_kwargs=api_fakes.FAST_RUNNER)
-    with api_fakes.LiveServer(app) as server:
-        page.goto(server.url + "/")
-        page.wait_for_selector("body[data-view=searches]")
-        form = page.locator("#launch")
-        form.locator("select[name=preset]").select_option("quick")
+    with _launch_form(page, tmp_path / "floor.db", "quick") as (server, form):
         floor = form.locator(".task-row input[name=t_min_steps_frac]")
         values = [floor.nth(i).input_value() for i in range(floor.count())]
         assert values == ["", "1"], values                # MobileNet: the rung's fraction; Transformer: all
