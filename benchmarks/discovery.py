@@ -212,12 +212,19 @@ def retrain(workers: int, layers: dict[str, str] | None = None, preset: str = "q
     done = load_runs(runs_path)
     todo = {n: g for n, g in layers.items() if n not in done}
     print(f"{len(layers) - len(todo)} retrained already, {len(todo)} to go", flush=True)
+    # The same graph found by two searches (the two arms of a seed share their first draws) trains
+    # once; each name gets the row, marked with the name it was trained under.
+    by_graph: dict[str, list[str]] = {}
+    for n, g in todo.items():
+        by_graph.setdefault(g, []).append(n)
     with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(retrain_one, n, g, preset) for n, g in todo.items()]
+        futures = [pool.submit(retrain_one, names[0], g, preset) for g, names in by_graph.items()]
         for f in as_completed(futures):
             row = f.result()
+            names = by_graph[row["graph"]]
             with runs_path.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
+                for n in names:
+                    fh.write(json.dumps({**row, "layer": n, "trained_as": names[0]}) + "\n")
             print(f"{row['layer']:40s} {row['formula'][:60]:60s} {row['wall_s']:.0f} s", flush=True)
 
 

@@ -440,6 +440,8 @@ def origin_text(candidate_id: int, by_id: dict[int, Any]) -> str:
     origin = (c.mutation or "") if c is not None else ""
     if origin.startswith("seed:"):
         return f"zoo seed {origin.split(':', 1)[1]}, its own baseline"
+    if origin.startswith("baseline:"):
+        return f"zoo {origin.split(':', 1)[1]}, the search's baseline (never bred from)"
     if c is None or not c.parent_ids:
         return "random graph"
     steps, root, node = 0, "a random graph", c

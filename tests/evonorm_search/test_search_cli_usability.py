@@ -152,6 +152,17 @@ def test_the_front_shows_each_layer_once_with_its_whole_origin(tiny_run: Run) ->
     assert any("zoo seed bn_relu" in row for row in rows)
 
 
+def test_a_baseline_that_is_not_a_seed_says_so_not_random_graph() -> None:
+    from types import SimpleNamespace
+
+    from evonorm_search.cli import origin_text
+
+    base = SimpleNamespace(mutation="baseline:bn_relu", parent_ids=())
+    drawn = SimpleNamespace(mutation=None, parent_ids=())
+    assert origin_text(1, {1: base, 2: drawn}) == "zoo bn_relu, the search's baseline (never bred from)"
+    assert origin_text(2, {1: base, 2: drawn}) == "random graph"
+
+
 # -- winners in every layout -----------------------------------------------------------------------
 
 
