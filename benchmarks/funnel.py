@@ -176,10 +176,12 @@ def load() -> list[dict[str, Any]]:
 
 
 def _run_all(jobs: list[tuple[Any, tuple[Any, ...]]], workers: int) -> Iterator[dict[str, Any]]:
-    done = {_key(r) for r in current(load())}
-    stands = {(r["preset"], r["seed"], r["layer"]) for r in current(load()) if r["kind"] == "rung0"}
-    todo = [(fn, args) for fn, args in jobs if _key(_probe_key(fn, args)) not in done
-            and not (fn is rung0 and args[:3] in stands)]
+    rows = current(load())
+    # a rung-0 job is done when a row stands for it (this definition's, or one rejected before training)
+    stands = {(r["preset"], r["seed"], r["layer"]) for r in rows if r["kind"] == "rung0"}
+    done = {_key(r) for r in rows if r["kind"] == "top"}
+    todo = [(fn, args) for fn, args in jobs
+            if (args[:3] not in stands if fn is rung0 else _key(_probe_key(fn, args)) not in done)]
     print(f"{len(jobs) - len(todo)} measured already, {len(todo)} to go", flush=True)
     RUNS.parent.mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(workers) as pool:
