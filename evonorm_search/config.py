@@ -326,11 +326,14 @@ class SearchConfig(_Strict):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # A real front on a 2-core laptop in about five minutes. MobileNet for
+    # A real front on a 2-core laptop in about ten minutes. MobileNet for
     # images: of the two image objectives (both repeatable across seeds) it
     # has the widest gap between normalizers and identity (docs/proxy.md).
+    # Budgeted in compute as well as candidates: proposing stops at 40 candidates or 0.2 core-hours
+    # (6 min of 2 workers), whichever comes first; the climbs due then still finish.
     "quick": {
-        "name": "quick", "budget": 40, "population_size": 8, "tournament_size": 3, "in_flight": 2,
+        "name": "quick", "budget": 40, "max_core_hours": 0.2, "population_size": 8, "tournament_size": 3,
+        "in_flight": 2,
         "seed_with_zoo": ["bn_relu", "evonorm_s0"],
         "tasks": [
             {"backbone": "mobilenet", "task": "shapes32"},

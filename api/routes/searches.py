@@ -104,7 +104,7 @@ async def launch_search(
     request: Request,
     launch: Annotated[LaunchRequest, Body(openapi_examples={
         "preset": {"summary": "The quick preset, smaller", "value": {"preset": "quick", "budget": 24}},
-        "quick": {"summary": "The quick preset spelled out (two tasks, 40 candidates)",
+        "quick": {"summary": "The quick preset spelled out (two tasks, 40 candidates or 0.2 core-hours)",
                   "value": _QUICK_EXAMPLE},
         "tiny": {"summary": "A tiny one-task search", "value": _SMALL_EXAMPLE}})],
 ) -> SearchPublic:

@@ -388,6 +388,7 @@ function launchForm(options) {
     <label>Population<input name="population_size" data-field="population_size" type="number" min="1"></label>
     <label>Tournament<input name="tournament_size" data-field="tournament_size" type="number" min="1"></label>
     <label>In flight<input name="in_flight" data-field="in_flight" type="number" min="1"></label>
+    <label title="Stop proposing once the search's jobs have run this many worker core-hours (GPU-hours on GPU workers); what is in flight and due to climb still finishes. Empty: the budget alone.">Core-hours<input name="max_core_hours" data-field="max_core_hours" type="number" min="0" step="any" placeholder="no cap"></label>
     <label>Seed<input name="seed" data-field="seed" type="number" min="0"></label>
     <label class="wide"><span><input type="checkbox" name="batch_independent" data-field="batch_independent"> batch-independent layers only (S-series)</span></label>
     <div class="wide"><label>Proxy tasks (one objective each)</label><div id="tasks" data-field="tasks"></div>
@@ -403,6 +404,7 @@ function fillForm(form, cfg, options) {
   for (const name of ["name", "strategy", "budget", "population_size", "tournament_size", "in_flight", "seed"]) {
     if (cfg[name] !== undefined) form[name].value = cfg[name];
   }
+  form.max_core_hours.value = cfg.max_core_hours ?? "";
   form.batch_independent.checked = !!cfg.batch_independent;
   const seeds = new Set(cfg.seed_with_zoo || []);
   form.querySelectorAll('input[name="seed_with_zoo"]').forEach((c) => { c.checked = seeds.has(c.value); });
@@ -436,6 +438,8 @@ function readForm(form) {
   for (const name of ["budget", "population_size", "tournament_size", "in_flight", "seed"]) {
     if (form[name].value !== "") cfg[name] = Number(form[name].value);
   }
+  // Empty is no cap, even over a preset that has one: the form launches what it shows.
+  cfg.max_core_hours = form.max_core_hours.value === "" ? null : Number(form.max_core_hours.value);
   cfg.batch_independent = form.batch_independent.checked;
   cfg.seed_with_zoo = [...form.querySelectorAll('input[name="seed_with_zoo"]:checked')].map((c) => c.value);
   cfg.tasks = [...form.querySelectorAll(".task-row")].map((row) => {

@@ -171,13 +171,17 @@ def test_launch_form_sets_a_micro_batch_per_task(page: Any, tmp_path: Path) -> N
 
 def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) -> None:
     """The quick preset's Transformer row shows its rung floor (min_steps_frac 1); launched from the
-    form, the search keeps it, and a floor above 1 comes back as an error on that row's field."""
+    form, the search keeps it, and a floor above 1 comes back as an error on that row's field. The
+    form shows the preset's core-hour cap too, and a cleared cap launches with none."""
     import httpx
 
     with _launch_form(page, tmp_path / "floor.db", "quick") as (server, form):
         floor = form.locator(".task-row input[name=t_min_steps_frac]")
         values = [floor.nth(i).input_value() for i in range(floor.count())]
         assert values == ["", "1"], values                # MobileNet: the rung's fraction; Transformer: all
+        cap = form.locator("input[name=max_core_hours]")
+        assert cap.input_value() == str(load_config("quick").max_core_hours)
+        cap.fill("")
         floor.nth(1).fill("2")
         form.locator("input[name=budget]").fill("4")
         page.click("#launch-button")
@@ -188,6 +192,7 @@ def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) 
         page.wait_for_selector("body[data-view=search]", timeout=30_000)
         search = httpx.get(f"{server.url}/api/searches/1", timeout=30).json()
     assert [t.get("min_steps_frac") for t in search["config"]["tasks"]] == [None, 1.0]
+    assert search["config"]["max_core_hours"] is None
     expected = "the server responded with a status of 422"
     assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 1, page.errors
 
