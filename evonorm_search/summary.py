@@ -116,6 +116,8 @@ def front_report(store: Store, search_id: int) -> dict[str, Any]:
     verified = pareto_front([c for c in rows if c.verified], cfg.maximise)
     base = baselines(store, search)
     records = {m.candidate.record.id: m.candidate.record for m in (*front, *verified)}
+    # The baselines too: a verified baseline shows its held-out scores as any verified member does.
+    records.update((c.id, c) for _, c in base)
     stats = member_stats(store, cfg, list(records.values()), base)
     names = cfg.objectives
     return {
@@ -124,6 +126,6 @@ def front_report(store: Store, search_id: int) -> dict[str, Any]:
         "members": [_member_json(m.candidate.record, names, stats.get(m.candidate_id)) for m in front],
         "verified_members": [_member_json(m.candidate.record, names, stats.get(m.candidate_id))
                              for m in verified],
-        "baselines": [{"name": n, **_member_json(c, names, None), "status": c.status.value,
+        "baselines": [{"name": n, **_member_json(c, names, stats.get(c.id)), "status": c.status.value,
                        "rejection_stage": c.rejection_stage} for n, c in base],
     }

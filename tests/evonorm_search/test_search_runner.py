@@ -22,7 +22,7 @@ from evonorm_search.config import SearchConfig, load_config
 from evonorm_search.funnel import Funnel
 from evonorm_search.pareto import nondominated
 from evonorm_search.runner import Progress, SearchRunner
-from evonorm_search.summary import evaluated, pareto_front
+from evonorm_search.summary import evaluated, front_report, pareto_front
 from primitives import Graph, structural_hash
 from primitives.zoo import ZOO
 from workers.evaluation import EvalSpec, EvaluationResult, Screening
@@ -98,6 +98,12 @@ def test_search_runs_to_budget_and_reuses_duplicates(store: Store) -> None:
     assert children
     assert all(by_id[p].status is CandidateStatus.EVALUATED for c in children for p in c.parent_ids)
     assert all(c.generation == 1 + max(by_id[p].generation for p in c.parent_ids) for c in children)
+    # The report (CLI front, summary JSON): BN-ReLU climbed every rung, so like any verified member it
+    # shows its held-out score, whether or not it is on the front.
+    report = front_report(store, sid)
+    bn = next(b for b in report["baselines"] if b["name"] == "bn_relu")
+    assert bn["verified"] and [h["objective"] for h in bn["heldout"]] == ["resnet:digits"]
+    assert all(bool(m["heldout"]) == m["verified"] for m in report["members"])
 
 
 def test_tasks_differing_only_in_micro_batch_are_objectives_whose_runs_never_mix(store: Store) -> None:
