@@ -207,6 +207,8 @@ class Baseline(BaseModel):
     rung: int | None = None
     verified: bool = False
     estimates: list[EstimatePublic] | None = None
+    heldout: list[EstimatePublic] = Field(
+        default_factory=list, description="Scores on the held-out tasks (verified only; in the front's list)")
 
 
 class CandidateDetail(CandidateSummary):

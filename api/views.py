@@ -22,7 +22,7 @@ from api.schemas import (
 from db import CandidateRecord, CandidateStatus, SearchRecord
 from evonorm_search.domain import CandidateView, SearchView
 from evonorm_search.domain import baselines as seeded_baselines
-from evonorm_search.funnel import member_stats
+from evonorm_search.funnel import MemberStats, member_stats
 from evonorm_search.live import FrontSnapshot
 
 LINEAGE_DEPTH = 100
@@ -100,11 +100,13 @@ def baselines(state: AppState, view: SearchView) -> list[Baseline]:
     return [_baseline(name, c, view.objectives.names) for name, c in seeded_baselines(state.store, view)]
 
 
-def _baseline(name: str, c: CandidateRecord, names: list[str]) -> Baseline:
+def _baseline(name: str, c: CandidateRecord, names: list[str], stats: MemberStats | None = None) -> Baseline:
     return Baseline(name=name, candidate_id=c.id, status=c.status,
                     objectives=list(c.objectives) if c.objectives is not None else None,
                     rejection_stage=c.rejection_stage, rung=c.rung, verified=c.verified,
-                    estimates=estimates_public(c, names))
+                    estimates=estimates_public(c, names),
+                    heldout=[EstimatePublic(objective=o, mean=e.mean, stderr=e.stderr, n=e.n)
+                             for o, e in (stats.heldout.items() if stats else ())])
 
 
 def front(state: AppState, s: SearchRecord) -> FrontPublic:
@@ -114,7 +116,9 @@ def front(state: AppState, s: SearchRecord) -> FrontPublic:
     ids = list(dict.fromkeys(m.candidate_id for m in (*snap.members, *snap.verified_members)))
     records = {i: state.candidates.get(i) for i in ids}
     base = seeded_baselines(state.store, view)
-    stats = member_stats(state.store, view.config, list(records.values()), base) if view.config else {}
+    # The baselines too: a verified baseline shows its held-out scores as any verified member does.
+    members = [*records.values(), *(c for _, c in base)]
+    stats = member_stats(state.store, view.config, members, base) if view.config else {}
 
     def member(candidate_id: int) -> FrontMember:
         c = CandidateView(records[candidate_id])
@@ -134,7 +138,7 @@ def front(state: AppState, s: SearchRecord) -> FrontPublic:
         search_id=s.id, objectives=names, maximise=view.objectives.maximise,
         members=[member(m.candidate_id) for m in snap.members],
         verified_members=[member(m.candidate_id) for m in snap.verified_members],
-        baselines=[_baseline(name, c, names) for name, c in base],
+        baselines=[_baseline(name, c, names, stats.get(c.id)) for name, c in base],
         hypervolume=snap.hypervolume,
         hypervolume_history=[HypervolumePoint(finished=h.finished, evaluated=h.evaluated,
                                               hypervolume=h.hypervolume, at=h.at) for h in snap.history],

@@ -303,6 +303,19 @@ def test_token_guards_post_routes_only(app_factory: Any) -> None:
         assert spec["paths"]["/api/searches"]["post"]["security"] == [{"HTTPBearer": []}]
 
 
+def test_a_verified_baseline_shows_its_held_out_scores_in_the_front(client: TestClient) -> None:
+    """With a held-out task, BN-ReLU (verified: it climbs every rung) carries its held-out estimate in
+    the front's baselines, as the verified members do."""
+    held_out = {"backbone": "resnet", "task": "digits"}
+    sid = client.post("/api/searches", json={**TINY, "budget": 12, "heldout_tasks": [held_out]}).json()["id"]
+    wait_status(client, sid, "finished", timeout=120)
+    front = client.get(f"/api/searches/{sid}/front").json()
+    bn = next(b for b in front["baselines"] if b["name"] == "bn_relu")
+    assert bn["verified"]
+    assert [(h["objective"], h["n"]) for h in bn["heldout"]] == [("resnet:digits", 3)]
+    assert all(bool(m["heldout"]) == m["verified"] for m in front["verified_members"] + front["members"])
+
+
 def test_front_members_are_estimates_with_rung_verified_and_paired_comparisons(
         finished: tuple[TestClient, int]) -> None:
     client, sid = finished
