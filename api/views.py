@@ -105,8 +105,12 @@ def _baseline(name: str, c: CandidateRecord, names: list[str], stats: MemberStat
                     objectives=list(c.objectives) if c.objectives is not None else None,
                     rejection_stage=c.rejection_stage, rung=c.rung, verified=c.verified,
                     estimates=estimates_public(c, names),
-                    heldout=[EstimatePublic(objective=o, mean=e.mean, stderr=e.stderr, n=e.n)
-                             for o, e in (stats.heldout.items() if stats else ())])
+                    heldout=_heldout_public(stats))
+
+
+def _heldout_public(stats: MemberStats | None) -> list[EstimatePublic]:
+    return [EstimatePublic(objective=o, mean=e.mean, stderr=e.stderr, n=e.n)
+            for o, e in (stats.heldout.items() if stats else ())]
 
 
 def front(state: AppState, s: SearchRecord) -> FrontPublic:
@@ -116,9 +120,7 @@ def front(state: AppState, s: SearchRecord) -> FrontPublic:
     ids = list(dict.fromkeys(m.candidate_id for m in (*snap.members, *snap.verified_members)))
     records = {i: state.candidates.get(i) for i in ids}
     base = seeded_baselines(state.store, view)
-    # The baselines too: a verified baseline shows its held-out scores as any verified member does.
-    members = [*records.values(), *(c for _, c in base)]
-    stats = member_stats(state.store, view.config, members, base) if view.config else {}
+    stats = member_stats(state.store, view.config, list(records.values()), base) if view.config else {}
 
     def member(candidate_id: int) -> FrontMember:
         c = CandidateView(records[candidate_id])
@@ -128,8 +130,7 @@ def front(state: AppState, s: SearchRecord) -> FrontPublic:
             id=c.id, formula=c.formula, objectives=list(r.objectives or ()), origin=c.origin,
             generation=r.generation, zoo_name=c.zoo_name, rung=r.rung, verified=r.verified,
             estimates=estimates_public(r, names),
-            heldout=[EstimatePublic(objective=o, mean=e.mean, stderr=e.stderr, n=e.n)
-                     for o, e in (st.heldout.items() if st else ())],
+            heldout=_heldout_public(st),
             comparisons=[ComparisonPublic(baseline=x.baseline, objective=x.objective, diff=x.diff.mean,
                                           diff_stderr=x.diff.stderr, n=x.diff.n, p=x.p, beats=x.beats)
                          for x in (st.comparisons if st else ())])

@@ -204,9 +204,11 @@ class MemberStats:
 
 def member_stats(store: Store, config: SearchConfig, members: Sequence[CandidateRecord],
                  baselines: Sequence[tuple[str, CandidateRecord]]) -> dict[int, MemberStats]:
-    """Held-out estimates and paired comparisons for `members` (a functional duplicate reads its
-    original's runs). One query for all their runs."""
+    """Held-out estimates and paired comparisons for `members` and for the baselines themselves (a
+    verified baseline has held-out scores as any verified member does; a functional duplicate reads
+    its original's runs). One query for all their runs."""
     funnel = funnel_for(config)
+    members = list({c.id: c for c in (*members, *(b for _, b in baselines))}.values())
     owner = {c.id: c.reused_from or c.id for c in members}
     evals = store.evaluations_for_candidates({*owner.values(), *(b.id for _, b in baselines)})
     runs = {cid: runs_of(es) for cid, es in evals.items()}

@@ -116,8 +116,6 @@ def front_report(store: Store, search_id: int) -> dict[str, Any]:
     verified = pareto_front([c for c in rows if c.verified], cfg.maximise)
     base = baselines(store, search)
     records = {m.candidate.record.id: m.candidate.record for m in (*front, *verified)}
-    # The baselines too: a verified baseline shows its held-out scores as any verified member does.
-    records.update((c.id, c) for _, c in base)
     stats = member_stats(store, cfg, list(records.values()), base)
     names = cfg.objectives
     return {
