@@ -74,8 +74,20 @@ BASELINES = ("bn_relu", "gn_relu", "layernorm", "evonorm_s0")
 CORE_HOURS = 0.75  # the two searches of a seed side by side, one core each: about 45 min on 2 cores
 
 
+BREED_AFTER = 3   # evolution breeds once 3 evaluated layers (a tournament's worth) are in its population
+
+
 def search_name(strategy: str, seed: int) -> str:
-    return f"discovery-{strategy}-s{seed}"
+    # "b3": evolution breeds after 3 evaluated layers. The pilot, `discovery-evolution-s{seed}` (seeds
+    # 0 and 1), waited for a full population of 8, which took 0.3 and 0.64 of its 0.8 core-hours: the
+    # two arms proposed the same draws most of the time. Random search is the same in both designs.
+    if strategy == "evolution":
+        return f"discovery-evolution-b{BREED_AFTER}-s{seed}"
+    return f"discovery-random-s{seed}"
+
+
+def pilot_name(seed: int) -> str:
+    return f"discovery-evolution-s{seed}"
 
 
 def search_config(strategy: str, seed: int, core_hours: float) -> dict[str, Any]:
@@ -84,10 +96,10 @@ def search_config(strategy: str, seed: int, core_hours: float) -> dict[str, Any]
     return load_config("quick", {
         "name": search_name(strategy, seed), "strategy": strategy, "seed": seed,
         "budget": 100_000, "max_core_hours": core_hours, "in_flight": 1,
-        # The quick preset's population (8, tournaments of 3): with no zoo seeds, breeding starts
-        # once 8 random draws have finished rung 0 (about 0.3 core-hours: until then the two arms of a
-        # seed propose the same draws).
+        # The quick preset's population (8, tournaments of 3); with no zoo seeds, breeding starts once
+        # 3 random draws have finished rung 0 (until then the two arms of a seed propose the same draws).
         "seed_with_zoo": [], "init_normalize_prob": 0.5, "normalize_prob": 0.25,
+        "breed_after": BREED_AFTER,
     }).model_dump(mode="json")
 
 
@@ -131,15 +143,29 @@ def run_one(strategy: str, seed: int, core_hours: float) -> None:
           flush=True)
 
 
-def search(seeds: list[int], core_hours: float) -> None:
-    """Evolution and random search side by side per seed (two processes, one core each)."""
-    for seed in seeds:
-        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.discovery", "one", "--strategy", st,
-                                   "--seed", str(seed), "--core-hours", str(core_hours)], cwd=ROOT)
-                 for st in STRATEGIES]
-        codes = [p.wait() for p in procs]
-        if any(codes):
-            raise SystemExit(f"seed {seed}: a search process exited with {codes}")
+def search(seeds: list[int], core_hours: float, parallel: int = 2) -> None:
+    """The unfinished searches of the seeds, `parallel` at a time (one process, one core each), in seed
+    order: a seed's two arms side by side when both are to run, so both see the same machine load."""
+    from db import SearchStatus, open_store
+
+    store = open_store(DB)
+    todo = [(st, seed) for seed in seeds for st in STRATEGIES
+            if (s := _find(store, search_name(st, seed))) is None or s.status is not SearchStatus.FINISHED]
+    running: list[tuple[str, subprocess.Popen[bytes]]] = []
+    failed = []
+    while todo or running:
+        while todo and len(running) < parallel:
+            st, seed = todo.pop(0)
+            running.append((search_name(st, seed), subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.discovery", "one", "--strategy", st, "--seed", str(seed),
+                 "--core-hours", str(core_hours)], cwd=ROOT)))
+        time.sleep(5)
+        for name, p in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, p))
+            if p.returncode:
+                failed.append(f"{name} exited with {p.returncode}")
+    if failed:
+        raise SystemExit("; ".join(failed))
 
 
 # -- retraining ----------------------------------------------------------------------------------
@@ -161,8 +187,9 @@ def chosen_layers(store: Any) -> dict[str, str]:
     from primitives.zoo import ZOO
 
     out = {f"zoo:{n}": ZOO[n].graph.dumps() for n in BASELINES}   # type: ignore[union-attr]
+    study = {search_name(st, seed) for st in STRATEGIES for seed in SEEDS}
     for s in store.list_searches(limit=None):
-        if not s.name.startswith("discovery-") or s.status is not SearchStatus.FINISHED:
+        if s.name not in study or s.status is not SearchStatus.FINISHED:
             continue
         cfg = s.config
         maximise = [True] * len(cfg["tasks"])
@@ -283,6 +310,7 @@ def summarise() -> dict[str, Any]:
 
     store = open_store(DB)
     runs = load_runs()
+    study = {search_name(st, seed) for st in STRATEGIES for seed in SEEDS}
     objectives = ["mobilenet:shapes32", "transformer:pydoc_chars"]
     heldout = "resnet:digits"
     base = runs.get("zoo:bn_relu")
@@ -291,6 +319,8 @@ def summarise() -> dict[str, Any]:
         if not s.name.startswith("discovery-"):
             continue   # the winner search is summarised on its own
         entry: dict[str, Any] = {"name": s.name, "id": s.id, "strategy": s.config["strategy"],
+                                 "pilot": s.name not in study,   # not in the comparison: see search_name
+                                 "breed_after": s.config.get("breed_after"),
                                  "seed": s.config["seed"], "status": s.status.value,
                                  "core_hours": s.core_s / 3600, "candidates": s.num_candidates,
                                  "evaluated": s.num_evaluated, "rejected": s.num_rejected,
@@ -329,7 +359,7 @@ def summarise() -> dict[str, Any]:
                       for n, r in runs.items() if n.startswith("zoo:")},
         "searches": searches,
     }
-    out["evolution_vs_random"] = versus(searches, runs, heldout)
+    out["evolution_vs_random"] = versus([s for s in searches if not s["pilot"]], runs, heldout)
     out["winner"] = winner_summary(store)
     return out
 
@@ -484,12 +514,13 @@ def plot(summary: dict[str, Any]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = {"evolution": "tab:blue", "random": "tab:orange"}
-    for s in summary["searches"]:
+    for s in (s for s in summary["searches"] if not s["pilot"]):
         if s["curve"]:
             x, y = zip(*s["curve"], strict=True)
             ax.step(x, y, where="post", color=colors[s["strategy"]], alpha=0.7,
                     label=s["strategy"] if s["seed"] == min(t["seed"] for t in summary["searches"]
-                                                            if t["strategy"] == s["strategy"]) else None)
+                                                            if t["strategy"] == s["strategy"]
+                                                            and not t["pilot"]) else None)
     ax.set_xlabel("worker core-hours")
     ax.set_ylabel("hypervolume (MobileNet x Transformer accuracy)")
     ax.set_title("Discovery searches: hypervolume of their own layers vs compute (one line per seed)")

@@ -214,6 +214,11 @@ class SearchConfig(_Strict):
                                         "and due to climb still finishes. None: the candidate budget alone")
     population_size: int = Field(64, ge=1, le=1_000_000)
     tournament_size: int = Field(8, ge=1, le=1_000_000)
+    breed_after: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Evolution breeds once this many evaluated layers are in its population; until then "
+                    "it proposes random draws. None: the population size (the paper's warm-up). Without "
+                    "zoo seeds most draws are rejected, so a full warm-up can take most of a small budget")
     in_flight: int = Field(2, ge=1, le=100_000, description="Evaluations kept in flight")
     tasks: list[TaskConfig] = Field(min_length=1, max_length=16, default_factory=lambda: [
         TaskConfig(backbone="resnet", task="shapes32"),
@@ -293,6 +298,9 @@ class SearchConfig(_Strict):
     def _sizes(self) -> Self:
         if self.tournament_size > self.population_size:
             raise ValueError(f"tournament_size ({self.tournament_size}) must not exceed "
+                             f"population_size ({self.population_size})")
+        if self.breed_after is not None and self.breed_after > self.population_size:
+            raise ValueError(f"breed_after ({self.breed_after}) must not exceed "
                              f"population_size ({self.population_size})")
         if self.batch_independent:
             batchy = [n for n in self.seed_with_zoo if ZOO[n].batch_dependent]

@@ -8,7 +8,10 @@ parent at random from it; the child is the parent mutated once. Until the
 population is full, proposals are random graphs, as in the paper; a search
 seeded with zoo layers proposes the seeds first and then evolves from
 whatever of them has been evaluated, since most random graphs are rejected
-and a random fill would spend a small budget on them.
+and a random fill would spend a small budget on them. For the same reason a
+search can start breeding earlier from random draws (`breed_after`: once
+that many evaluated layers are in the population); the population still
+grows to its size, and only then do the oldest leave.
 
 Each proposal k draws from its own generator seeded by (seed, k), so a
 search is reproducible from its seed given the same order of results, and a
@@ -91,11 +94,14 @@ class AgingEvolution(RandomSearch):
     def __init__(self, *, population_size: int, tournament_size: int, maximise: Sequence[bool],
                  seed: int = 0, batch_independent: bool = False, rewire_prob: float = 0.3,
                  normalize_prob: float = 0.0, init_normalize_prob: float = 0.0,
-                 seeds: Sequence[tuple[str, Graph]] = ()) -> None:
+                 seeds: Sequence[tuple[str, Graph]] = (), breed_after: int | None = None) -> None:
         super().__init__(seed=seed, batch_independent=batch_independent, seeds=seeds,
                          init_normalize_prob=init_normalize_prob)
         if not 1 <= tournament_size <= population_size:
             raise ValueError("need 1 <= tournament_size <= population_size")
+        if breed_after is not None and not 1 <= breed_after <= population_size:
+            raise ValueError("need 1 <= breed_after <= population_size")
+        self.breed_after = population_size if breed_after is None else breed_after
         self.population: deque[Individual] = deque(maxlen=population_size)
         self.tournament_size = tournament_size
         self.maximise = list(maximise)
@@ -119,7 +125,7 @@ class AgingEvolution(RandomSearch):
         return sample[rng.choice(front)]
 
     def propose(self, k: int) -> Proposal:
-        ready = len(self.population) == self.population.maxlen or (bool(self.seeds) and bool(self.population))
+        ready = len(self.population) >= self.breed_after or (bool(self.seeds) and bool(self.population))
         if k < len(self.seeds) or not ready:
             return super().propose(k)
         rng = proposal_rng(self.seed, k)
@@ -151,7 +157,7 @@ def _evolution(config: SearchConfig, seeds: Seeds) -> Strategy:
         population_size=config.population_size, tournament_size=config.tournament_size,
         maximise=config.maximise, seed=config.seed, batch_independent=config.batch_independent,
         rewire_prob=config.rewire_prob, normalize_prob=config.normalize_prob,
-        init_normalize_prob=config.init_normalize_prob, seeds=seeds)
+        init_normalize_prob=config.init_normalize_prob, seeds=seeds, breed_after=config.breed_after)
 
 
 @register("random")

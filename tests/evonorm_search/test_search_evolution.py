@@ -93,6 +93,34 @@ def test_unseeded_evolution_waits_for_a_full_population() -> None:
     assert evo.propose(3).origin == "mutation"
 
 
+def test_breed_after_starts_breeding_before_the_population_is_full_and_it_still_grows() -> None:
+    from evonorm_search.config import SearchConfig
+    from evonorm_search.evolution import make_strategy
+
+    built = make_strategy(SearchConfig(population_size=5, tournament_size=2, breed_after=2))
+    assert isinstance(built, AgingEvolution) and built.breed_after == 2
+    evo = AgingEvolution(population_size=5, tournament_size=2, maximise=[True], seed=0, breed_after=2)
+    rng = random.Random(0)
+    evo.tell(Individual(0, random_graph(rng), (rng.random(),)))
+    assert evo.propose(1).origin == "random"
+    evo.tell(Individual(1, random_graph(rng), (rng.random(),)))
+    assert evo.propose(2).origin == "mutation"
+    for i in range(2, 6):
+        evo.tell(Individual(i, random_graph(rng), (rng.random(),)))
+    assert [i.candidate_id for i in evo.population] == [1, 2, 3, 4, 5]   # grew to 5, then aged
+
+
+def test_breed_after_larger_than_the_population_is_a_config_error_naming_it() -> None:
+    from pydantic import ValidationError
+
+    from evonorm_search.config import SearchConfig
+
+    with pytest.raises(ValidationError, match=r"breed_after \(9\) must not exceed population_size"):
+        SearchConfig.model_validate({"population_size": 4, "tournament_size": 2, "breed_after": 9})
+    with pytest.raises(ValidationError, match="breed_after"):
+        SearchConfig.model_validate({"breed_after": 0})
+
+
 def test_batch_independent_children_have_no_batch_statistics() -> None:
     evo = AgingEvolution(population_size=4, tournament_size=2, maximise=[True], seed=5, batch_independent=True)
     rng = random.Random(0)
