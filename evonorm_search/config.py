@@ -268,6 +268,15 @@ class SearchConfig(_Strict):
                 raise ValueError(f"zoo layer {n!r} is outside the search space and cannot seed it")
         return names
 
+    @field_validator("breed_after")
+    @classmethod
+    def _breed_within_population(cls, v: int | None, info: ValidationInfo) -> int | None:
+        # A field error (not the model's), so the REST error and the launch form name this field.
+        size = info.data.get("population_size")
+        if v is not None and size is not None and v > size:
+            raise ValueError(f"breed_after ({v}) must not exceed population_size ({size})")
+        return v
+
     @field_validator("baselines")
     @classmethod
     def _baseline_names(cls, names: list[str] | None) -> list[str] | None:
@@ -298,9 +307,6 @@ class SearchConfig(_Strict):
     def _sizes(self) -> Self:
         if self.tournament_size > self.population_size:
             raise ValueError(f"tournament_size ({self.tournament_size}) must not exceed "
-                             f"population_size ({self.population_size})")
-        if self.breed_after is not None and self.breed_after > self.population_size:
-            raise ValueError(f"breed_after ({self.breed_after}) must not exceed "
                              f"population_size ({self.population_size})")
         if self.batch_independent:
             batchy = [n for n in self.seed_with_zoo if ZOO[n].batch_dependent]

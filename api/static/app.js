@@ -387,6 +387,7 @@ function launchForm(options) {
     <label>Budget<input name="budget" data-field="budget" type="number" min="1"></label>
     <label>Population<input name="population_size" data-field="population_size" type="number" min="1"></label>
     <label>Tournament<input name="tournament_size" data-field="tournament_size" type="number" min="1"></label>
+    <label title="Evolution proposes random draws until this many evaluated layers are in its population. Empty: the population size (the paper's warm-up). Lower it for a search without zoo seeds, where most draws are rejected.">Breed after<input name="breed_after" data-field="breed_after" type="number" min="1" placeholder="population"></label>
     <label>In flight<input name="in_flight" data-field="in_flight" type="number" min="1"></label>
     <label title="Stop proposing once the search's jobs have run this many worker core-hours (GPU-hours on GPU workers); what is in flight and due to climb still finishes. Empty: the budget alone.">Core-hours<input name="max_core_hours" data-field="max_core_hours" type="number" min="0" step="any" placeholder="no cap"></label>
     <label>Seed<input name="seed" data-field="seed" type="number" min="0"></label>
@@ -405,6 +406,7 @@ function fillForm(form, cfg, options) {
     if (cfg[name] !== undefined) form[name].value = cfg[name];
   }
   form.max_core_hours.value = cfg.max_core_hours ?? "";
+  form.breed_after.value = cfg.breed_after ?? "";
   form.batch_independent.checked = !!cfg.batch_independent;
   const seeds = new Set(cfg.seed_with_zoo || []);
   form.querySelectorAll('input[name="seed_with_zoo"]').forEach((c) => { c.checked = seeds.has(c.value); });
@@ -440,6 +442,7 @@ function readForm(form) {
   }
   // Empty is no cap, even over a preset that has one: the form launches what it shows.
   cfg.max_core_hours = form.max_core_hours.value === "" ? null : Number(form.max_core_hours.value);
+  cfg.breed_after = form.breed_after.value === "" ? null : Number(form.breed_after.value);
   cfg.batch_independent = form.batch_independent.checked;
   cfg.seed_with_zoo = [...form.querySelectorAll('input[name="seed_with_zoo"]:checked')].map((c) => c.value);
   cfg.tasks = [...form.querySelectorAll(".task-row")].map((row) => {

@@ -172,7 +172,8 @@ def test_launch_form_sets_a_micro_batch_per_task(page: Any, tmp_path: Path) -> N
 def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) -> None:
     """The quick preset's Transformer row shows its rung floor (min_steps_frac 1); launched from the
     form, the search keeps it, and a floor above 1 comes back as an error on that row's field. The
-    form shows the preset's core-hour cap too, and a cleared cap launches with none."""
+    form shows the preset's core-hour cap too, and a cleared cap launches with none; a breed_after
+    above the population is an error on its field, and a valid one launches."""
     import httpx
 
     with _launch_form(page, tmp_path / "floor.db", "quick") as (server, form):
@@ -182,6 +183,9 @@ def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) 
         cap = form.locator("input[name=max_core_hours]")
         assert cap.input_value() == str(load_config("quick").max_core_hours)
         cap.fill("")
+        breed = form.locator("input[name=breed_after]")
+        assert breed.input_value() == ""                  # the preset's: wait for a full population
+        breed.fill("99")
         floor.nth(1).fill("2")
         form.locator("input[name=budget]").fill("4")
         page.click("#launch-button")
@@ -189,12 +193,17 @@ def test_launch_form_keeps_a_preset_tasks_rung_floor(page: Any, tmp_path: Path) 
         assert "invalid" in (floor.nth(1).get_attribute("class") or "")
         floor.nth(1).fill("1")
         page.click("#launch-button")
+        page.wait_for_function("document.querySelector('#launch-errors').textContent.includes('breed_after')")
+        assert "invalid" in (breed.get_attribute("class") or "")
+        breed.fill("3")
+        page.click("#launch-button")
         page.wait_for_selector("body[data-view=search]", timeout=30_000)
         search = httpx.get(f"{server.url}/api/searches/1", timeout=30).json()
     assert [t.get("min_steps_frac") for t in search["config"]["tasks"]] == [None, 1.0]
     assert search["config"]["max_core_hours"] is None
+    assert search["config"]["breed_after"] == 3
     expected = "the server responded with a status of 422"
-    assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 1, page.errors
+    assert [e for e in page.errors if expected not in e] == [] and len(page.errors) == 2, page.errors
 
 
 def test_faults_are_listed_and_arrive_live_and_a_failed_search_offers_resume(page: Any, tmp_path: Path) -> None:
