@@ -360,6 +360,7 @@ def summarise() -> dict[str, Any]:
         "searches": searches,
     }
     out["evolution_vs_random"] = versus([s for s in searches if not s["pilot"]], runs, heldout)
+    out["hypervolume_spread"] = spread(out)
     out["winner"] = winner_summary(store)
     return out
 
@@ -507,6 +508,35 @@ def winner_summary(store: Any) -> dict[str, Any] | None:
             "exported": str(path.relative_to(ROOT))}
 
 
+def _on_grid(curve: list[list[float]], grid: list[float]) -> list[float]:
+    """A step curve (core-hours, hypervolume) read at each grid point (the last value at or before it)."""
+    out, j, v = [], 0, 0.0
+    for x in grid:
+        while j < len(curve) and curve[j][0] <= x:
+            v = curve[j][1]
+            j += 1
+        out.append(v)
+    return out
+
+
+def spread(summary: dict[str, Any], points: int = 76) -> dict[str, Any]:
+    """Per strategy, the comparison searches' hypervolume on a common core-hour grid: median, min, max.
+    The grid ends at the budget every search reached, so no curve is extended past its end."""
+    study = [s for s in summary["searches"] if not s["pilot"] and s["curve"] and s["status"] == "finished"]
+    if not study:
+        return {}
+    end = min(s["curve"][-1][0] for s in study)
+    grid = [end * i / (points - 1) for i in range(points)]
+    out: dict[str, Any] = {"core_hours": grid}
+    for strategy in STRATEGIES:
+        ys = [_on_grid(s["curve"], grid) for s in study if s["strategy"] == strategy]
+        if ys:
+            cols = list(zip(*ys, strict=True))
+            out[strategy] = {"searches": len(ys), "median": [statistics.median(c) for c in cols],
+                             "min": [min(c) for c in cols], "max": [max(c) for c in cols]}
+    return out
+
+
 def plot(summary: dict[str, Any]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -514,17 +544,22 @@ def plot(summary: dict[str, Any]) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = {"evolution": "tab:blue", "random": "tab:orange"}
-    for s in (s for s in summary["searches"] if not s["pilot"]):
-        if s["curve"]:
-            x, y = zip(*s["curve"], strict=True)
-            ax.step(x, y, where="post", color=colors[s["strategy"]], alpha=0.7,
-                    label=s["strategy"] if s["seed"] == min(t["seed"] for t in summary["searches"]
-                                                            if t["strategy"] == s["strategy"]
-                                                            and not t["pilot"]) else None)
+    for s in (s for s in summary["searches"] if not s["pilot"] and s["curve"]):
+        x, y = zip(*s["curve"], strict=True)
+        ax.step(x, y, where="post", color=colors[s["strategy"]], alpha=0.25, linewidth=0.8)
+    band = summary.get("hypervolume_spread") or {}
+    for strategy in STRATEGIES:
+        if strategy in band:
+            b = band[strategy]
+            ax.fill_between(band["core_hours"], b["min"], b["max"], step="post", color=colors[strategy],
+                            alpha=0.15)
+            ax.step(band["core_hours"], b["median"], where="post", color=colors[strategy], linewidth=2,
+                    label=f"{strategy}: median of {b['searches']} searches, band min-max")
     ax.set_xlabel("worker core-hours")
     ax.set_ylabel("hypervolume (MobileNet x Transformer accuracy)")
-    ax.set_title("Discovery searches: hypervolume of their own layers vs compute (one line per seed)")
-    ax.legend()
+    ax.set_title("Discovery searches: hypervolume of their own layers vs compute")
+    if band:
+        ax.legend(loc="lower right", fontsize=8)
     PLOT.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
@@ -556,7 +591,8 @@ def main() -> None:
         summary = summarise()
         SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
         plot(summary)
-        print(json.dumps({k: v for k, v in summary.items() if k != "searches"}, indent=2))
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("searches", "hypervolume_spread")},
+                         indent=2))
         for s in summary["searches"]:
             print(f"{s['name']:28s} {s['status']:9s} {s['core_hours']:.2f} core-h  {s['candidates']} cand  "
                   f"best {s['best']}  rediscovered {s['rediscovered']}")
