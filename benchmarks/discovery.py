@@ -3,7 +3,7 @@ and every found layer retrained at seeds no search ran at.
 
     python -m benchmarks.discovery search [--seeds 0 1 2 3 4] [--core-hours 0.75]
     python -m benchmarks.discovery retrain            # fresh seeds for what the searches verified
-    python -m benchmarks.discovery winner-search [--core-hours 3]   # the longer small-batch search
+    python -m benchmarks.discovery winner-search [--core-hours 1.2] # the longer small-batch search
     python -m benchmarks.discovery winner-retrain     # its best against the zoo, fresh seeds
     python -m benchmarks.discovery report             # benchmarks/results/discovery.json, docs plots
     evonorm-search status <id> --db sqlite:///benchmarks/results/discovery.db
@@ -205,7 +205,8 @@ def chosen_layers(store: Any) -> dict[str, str]:
     return out
 
 
-def retrain_one(name: str, graph_json: str, preset: str = "quick") -> dict[str, Any]:
+def retrain_one(name: str, graph_json: str, preset: str = "quick",
+                seeds: tuple[int, ...] = RETRAIN_SEEDS) -> dict[str, Any]:
     import torch
 
     from evonorm_search.config import load_config
@@ -215,12 +216,22 @@ def retrain_one(name: str, graph_json: str, preset: str = "quick") -> dict[str, 
     torch.set_num_threads(1)
     cfg = load_config(preset, {})
     spec = cfg.eval_spec()
-    r = train_rung(graph_json, spec, RungSpec(len(cfg.rungs) - 1, 1.0, RETRAIN_SEEDS, top=True))
+    r = train_rung(graph_json, spec, RungSpec(len(cfg.rungs) - 1, 1.0, seeds, top=True))
     return {"layer": name, "formula": formula(Graph.loads(graph_json)), "graph": graph_json,
             "rejection": None if r.rejection is None else f"{r.rejection.stage}: {r.rejection.reason}",
             "wall_s": r.wall_s, "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "runs": [{"objective": x.objective, "seed": x.seed, "steps": x.steps, "accuracy": x.accuracy,
                       "diverged": x.diverged, "heldout": x.heldout} for x in r.runs]}
+
+
+def _merged(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One layer's row from its per-seed rows (the top rung rejects nothing but errors, so a seed's
+    runs do not depend on the others')."""
+    rejections = [p["rejection"] for p in parts if p["rejection"]]
+    return {**parts[0], "rejection": "; ".join(rejections) or None,
+            "wall_s": sum(p["wall_s"] for p in parts),
+            "measured_at": max(p["measured_at"] for p in parts),
+            "runs": sorted((x for p in parts for x in p["runs"]), key=lambda x: (x["objective"], x["seed"]))}
 
 
 def load_runs(path: Path = RUNS) -> dict[str, dict[str, Any]]:
@@ -231,6 +242,9 @@ def load_runs(path: Path = RUNS) -> dict[str, dict[str, Any]]:
 
 def retrain(workers: int, layers: dict[str, str] | None = None, preset: str = "quick",
             runs_path: Path = RUNS) -> None:
+    """Each layer at every RETRAIN_SEED, one job per (layer, seed) so that the pool stays busy to
+    the end (5 layers on 2 workers would leave one idle for the last layer); a layer's line is
+    written when all its seeds are in, so an interrupted run redoes only unfinished layers."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from db import open_store
@@ -244,11 +258,16 @@ def retrain(workers: int, layers: dict[str, str] | None = None, preset: str = "q
     by_graph: dict[str, list[str]] = {}
     for n, g in todo.items():
         by_graph.setdefault(g, []).append(n)
+    parts: dict[str, list[dict[str, Any]]] = {g: [] for g in by_graph}
     with ProcessPoolExecutor(workers) as pool:
-        futures = [pool.submit(retrain_one, names[0], g, preset) for g, names in by_graph.items()]
+        futures = {pool.submit(retrain_one, names[0], g, preset, (seed,)): g
+                   for g, names in by_graph.items() for seed in RETRAIN_SEEDS}
         for f in as_completed(futures):
-            row = f.result()
-            names = by_graph[row["graph"]]
+            g = futures[f]
+            parts[g].append(f.result())
+            if len(parts[g]) < len(RETRAIN_SEEDS):
+                continue
+            row, names = _merged(parts[g]), by_graph[g]
             with runs_path.open("a") as fh:
                 for n in names:
                     fh.write(json.dumps({**row, "layer": n, "trained_as": names[0]}) + "\n")
@@ -400,10 +419,19 @@ def versus(searches: list[dict[str, Any]], runs: dict[str, dict[str, Any]], held
 
 # -- the winner: a longer small-batch search, its best retrained against the zoo -------------------
 
-WINNER = "winner-small_batch"
-WINNER_CORE_HOURS = 3.0
+# 1.2 core-hours: what one 3-hour session of this machine allows for the search plus the winner's
+# retraining (about 1.75 core-hours). A 3-core-hour try (`winner-small_batch`, search 14) was
+# cancelled after 0.01 so that both fit; a longer one takes a new name, e.g. `--core-hours 3`.
+WINNER_CORE_HOURS = 1.2
 WINNER_RUNS = DB_PATH.with_name(DB_PATH.stem + "_winner_runs.jsonl")
 WINNER_DIR = ROOT / "docs" / "winner"
+
+
+def winner_name(core_hours: float = WINNER_CORE_HOURS) -> str:
+    return f"winner-small_batch-{core_hours:g}h"
+
+
+WINNER = winner_name()
 
 
 def winner_config(core_hours: float) -> dict[str, Any]:
@@ -412,7 +440,7 @@ def winner_config(core_hours: float) -> dict[str, Any]:
     # The preset as a user runs it (zoo seeds included: the winner must differ from them by
     # fingerprint), with a compute budget instead of a candidate count, and a larger population.
     return load_config("small_batch", {
-        "name": WINNER, "budget": 100_000, "max_core_hours": core_hours, "in_flight": 2,
+        "name": winner_name(core_hours), "budget": 100_000, "max_core_hours": core_hours, "in_flight": 2,
         "population_size": 16, "tournament_size": 4, "init_normalize_prob": 0.5, "normalize_prob": 0.25,
     }).model_dump(mode="json")
 
@@ -424,21 +452,22 @@ def winner_search(core_hours: float) -> None:
     from workers.executors import make_executor
 
     store = open_store(DB)
-    s = _find(store, WINNER) or store.create_search(WINNER, winner_config(core_hours), seed=0)
+    name = winner_name(core_hours)   # the report reads WINNER, the default budget's search
+    s = _find(store, name) or store.create_search(name, winner_config(core_hours), seed=0)
     if s.status is SearchStatus.FINISHED:
-        print(f"{WINNER}: finished already", flush=True)
+        print(f"{name}: finished already", flush=True)
         return
     last = [0.0]
 
     def progress(p: Any) -> None:
         if time.perf_counter() - last[0] > 30:
             last[0] = time.perf_counter()
-            print(f"{WINNER}: {p.created} proposed, {p.evaluated} evaluated, {p.rejected} rejected, "
+            print(f"{name}: {p.created} proposed, {p.evaluated} evaluated, {p.rejected} rejected, "
                   f"{p.verified} verified, {p.core_s / 3600:.2f}/{s.config['max_core_hours']} core-h",
                   flush=True)
 
     done = SearchRunner(store, s.id, make_executor("ray", local_cpus=2), on_progress=progress).run()
-    print(f"{WINNER}: {done.status.value}, {done.core_s / 3600:.2f} core-h", flush=True)
+    print(f"{name}: {done.status.value}, {done.core_s / 3600:.2f} core-h", flush=True)
 
 
 def winner_choice(store: Any) -> Any:
