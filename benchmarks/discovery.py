@@ -602,14 +602,14 @@ def plot(summary: dict[str, Any]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
-def _pm(d: dict[str, Any]) -> str:
-    """A paired difference as 'diff ± stderr' (p when it is small enough to matter)."""
+def _pm(d: dict[str, Any], always_p: bool = False) -> str:
+    """A paired difference as 'diff ± stderr' (p when it is small enough to matter, or always)."""
     if not d.get("n"):
         return "-"
     out = f"{d['diff']:+.3f}"
     if d.get("stderr") is not None:
         out += f" ± {d['stderr']:.3f}"
-    if d.get("p") is not None and d["p"] < 0.05:
+    if d.get("p") is not None and (d["p"] < 0.05 or always_p):
         out += f", p {d['p']:.3f}" if d["p"] >= 0.001 else ", p < 0.001"
     return out
 
@@ -675,6 +675,17 @@ def tables(summary: dict[str, Any]) -> str:
             p = f", sign test p {c['sign_test_p']:.3f}" if c.get("sign_test_p") is not None else ""
             lines.append(f"\n{o} (retrained): wins {c['wins']}, losses {c['losses']}, "
                          f"mean gap {c['mean_gap']:+.4f}{se}{p}")
+    w = summary.get("winner")
+    if w:
+        # The winner against each zoo layer, every objective: means, and winner - zoo paired.
+        lines += ["", f"winner: `{w['formula']}` (candidate {w['candidate']} of search {w['search']})", "",
+                  row("objective", "winner", *(f"{b} (winner - {b})" for b in BASELINES)),
+                  "|---|---:|" + "---:|" * len(BASELINES)]
+        for o, t in w["objectives"].items():
+            cells = [f"{t[b]['mean']:.3f} ({_pm(t[b]['winner_minus'], always_p=True)})" if b in t else "-"
+                     for b in BASELINES]
+            lines.append(row(o, f"{t['winner']:.3f}" if t["winner"] is not None else "-", *cells))
+        lines.append(f"\ntarget: {w['target']}")
     return "\n".join(lines)
 
 
